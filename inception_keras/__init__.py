@@ -1,0 +1,25 @@
+"""inception_keras: GoogLeNet (Inception-V1, Szegedy et al. 2014) for Keras 3 / TensorFlow.
+
+>>> from inception_keras import build_googlenet, compile_googlenet, inference_model
+>>> model = compile_googlenet(build_googlenet(10, input_shape=(96, 96, 3), variant="bn"))
+"""
+
+from .googlenet import INCEPTION_TABLE, MIN_INPUT_SIZE, build_googlenet, endpoints, feature_extractor
+from .heads import SparseCategoricalCrossentropy, compile_googlenet, inference_model
+from .layers import LRN
+from .variants import VARIANTS
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "INCEPTION_TABLE",
+    "LRN",
+    "MIN_INPUT_SIZE",
+    "SparseCategoricalCrossentropy",
+    "VARIANTS",
+    "build_googlenet",
+    "compile_googlenet",
+    "endpoints",
+    "feature_extractor",
+    "inference_model",
+]
