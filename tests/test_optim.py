@@ -1,0 +1,68 @@
+"""Learning-rate schedules and optimizers."""
+
+import keras
+import pytest
+
+from inception_keras.optim import OptimConfig, current_learning_rate, make_optimizer, make_schedule
+
+STEPS = 10  # steps per epoch
+
+
+def lr_at_epoch(schedule, epoch: float) -> float:
+    return float(schedule(int(epoch * STEPS)))
+
+
+def test_paper_schedule_decays_4_percent_every_8_epochs():
+    schedule = make_schedule(OptimConfig(schedule="paper", learning_rate=0.01), STEPS, epochs=40)
+    assert lr_at_epoch(schedule, 0) == pytest.approx(0.01)
+    assert lr_at_epoch(schedule, 7.9) == pytest.approx(0.01)
+    assert lr_at_epoch(schedule, 8) == pytest.approx(0.01 * 0.96)
+    assert lr_at_epoch(schedule, 15) == pytest.approx(0.01 * 0.96)
+    assert lr_at_epoch(schedule, 16) == pytest.approx(0.01 * 0.96 ** 2)
+    assert lr_at_epoch(schedule, 24) == pytest.approx(0.01 * 0.96 ** 3)
+
+
+def test_cosine_schedule_warms_up_then_decays_to_zero():
+    schedule = make_schedule(OptimConfig(schedule="cosine", learning_rate=1.0, warmup_epochs=1), STEPS, epochs=5)
+    assert lr_at_epoch(schedule, 0) == 0.0
+    assert lr_at_epoch(schedule, 0.5) == pytest.approx(0.5)
+    assert lr_at_epoch(schedule, 1) == pytest.approx(1.0)
+    assert lr_at_epoch(schedule, 3) == pytest.approx(0.5)  # halfway through the 4 decay epochs
+    assert lr_at_epoch(schedule, 5) == pytest.approx(0.0, abs=1e-7)
+
+
+def test_cosine_without_warmup_and_constant():
+    no_warmup = make_schedule(OptimConfig(schedule="cosine", learning_rate=1.0, warmup_epochs=0), STEPS, 2)
+    assert lr_at_epoch(no_warmup, 0) == 1.0 and lr_at_epoch(no_warmup, 1) == pytest.approx(0.5)
+    assert make_schedule(OptimConfig(schedule="constant", learning_rate=0.3), STEPS, 2) == 0.3
+
+
+@pytest.mark.parametrize("name, cls", [("sgd", keras.optimizers.SGD), ("adam", keras.optimizers.Adam),
+                                       ("adamw", keras.optimizers.AdamW)])
+def test_optimizers(name, cls):
+    optimizer = make_optimizer(OptimConfig(optimizer=name, schedule="constant", learning_rate=0.1,
+                                           weight_decay=1e-4, ema=True), STEPS, 3)
+    assert type(optimizer) is cls
+    assert optimizer.use_ema and optimizer.weight_decay == pytest.approx(1e-4)
+    assert current_learning_rate(optimizer) == pytest.approx(0.1)
+    if name == "sgd":
+        assert optimizer.momentum == 0.9
+
+
+def test_weight_decay_spares_biases_and_batchnorm():
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2), keras.layers.BatchNormalization()])
+    for variable in model.trainable_variables:
+        variable.assign(keras.ops.ones(variable.shape))
+    optimizer = make_optimizer(OptimConfig(optimizer="adamw", schedule="constant", learning_rate=0.1,
+                                           weight_decay=0.1), STEPS, 1)
+    zeros = [keras.ops.zeros(v.shape) for v in model.trainable_variables]
+    optimizer.apply_gradients(zip(zeros, model.trainable_variables))  # zero gradients: only decay moves
+    after = {v.name: float(keras.ops.convert_to_numpy(v).mean()) for v in model.trainable_variables}
+    assert after == {"kernel": pytest.approx(1 - 0.1 * 0.1), "bias": 1.0, "gamma": 1.0, "beta": 1.0}
+
+
+def test_unknown_names_raise():
+    with pytest.raises(ValueError, match="sgd, adam, adamw"):
+        make_optimizer(OptimConfig(optimizer="rmsprop"), STEPS, 1)
+    with pytest.raises(ValueError, match="paper, cosine, constant"):
+        make_schedule(OptimConfig(schedule="step"), STEPS, 1)
