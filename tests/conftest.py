@@ -3,3 +3,31 @@
 import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+# --- data fixtures (tests/test_data.py and any test that needs the full Fashion-MNIST) ---
+
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+
+FASHION_MNIST_FILES = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
+                       "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")
+
+
+@pytest.fixture(scope="session")
+def fashion_mnist_dir() -> Path:
+    """The full Fashion-MNIST IDX folder (Debian package dataset-fashion-mnist).
+
+    Skips when the files are missing, unless INCEPTION_KERAS_REQUIRE_DATA=1 (CI sets it): then fails.
+    INCEPTION_KERAS_FASHION_MNIST_DIR overrides the folder.
+    """
+    folder = Path(os.environ.get("INCEPTION_KERAS_FASHION_MNIST_DIR", "/usr/share/datasets/fashion-mnist"))
+    missing = [name for name in FASHION_MNIST_FILES if not (folder / name).is_file()]
+    if missing:
+        message = (f"Fashion-MNIST IDX files missing from {folder}: {', '.join(missing)} "
+                   "(apt-get install dataset-fashion-mnist)")
+        if os.environ.get("INCEPTION_KERAS_REQUIRE_DATA") == "1":
+            pytest.fail(message)
+        pytest.skip(message)
+    return folder
