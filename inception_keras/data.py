@@ -66,6 +66,7 @@ what GoogLeNet trains at on the same CPU (about 100 images/s at 64 px).
 from __future__ import annotations
 
 import concurrent.futures
+import difflib
 import gzip
 import logging
 import math
@@ -680,7 +681,8 @@ def _load_fashion_mnist(config: DataConfig) -> _Source:
     directory = Path(config.data_dir).expanduser() if config.data_dir else FASHION_MNIST_DIR
     if directory.is_dir() and find_idx_files(directory) is not None:
         return _load_idx(directory, config, FASHION_MNIST_CLASSES)
-    return _load_tfds("fashion_mnist", config)
+    alternative = f" (or put its four IDX files, train-images-idx3-ubyte.gz and so on, in {directory})"
+    return _load_tfds("fashion_mnist", config, alternative)
 
 
 # --------------------------------------------------------------------------- image folders
@@ -834,23 +836,28 @@ def _remove_new(paths: list[Path], existed: list[bool]) -> None:
             shutil.rmtree(path, ignore_errors=True)
 
 
-def _prepare_tfds(builder, name: str) -> None:
-    """Download and prepare a TFDS dataset, or raise UserError saying where to put its files."""
+def _prepare_tfds(builder, name: str, alternative: str = "") -> None:
+    """Download and prepare a TFDS dataset, or raise UserError saying where to put its files.
+
+    Checks first what can be checked without writing (manual files present, network
+    reachable); whatever a failed preparation still created is removed.
+    """
     import tensorflow_datasets as tfds
 
     root = Path(builder.data_dir_root)
     manual_dir = root / "downloads" / "manual"
     if builder.MANUAL_DOWNLOAD_INSTRUCTIONS:
-        instructions = " ".join(builder.MANUAL_DOWNLOAD_INSTRUCTIONS.split())
-        where = f"put its manually downloaded files in {manual_dir} ({instructions[:200]})"
+        first_sentence = " ".join(builder.MANUAL_DOWNLOAD_INSTRUCTIONS.split()).split(". ")[0].rstrip(".")
+        where = f"put its manually downloaded files in {manual_dir} ({first_sentence[:200]}) and rerun"
+        if not manual_dir.is_dir() or not any(manual_dir.iterdir()):
+            raise UserError(f"TFDS dataset {name!r} is not prepared in {root} and needs a manual download: {where}")
     else:
         where = (f"run `tfds build {name} --data_dir {root}` on a machine with internet and copy "
-                 f"{root / name} here, or pass --data-dir where it is prepared")
+                 f"{root / name} here{alternative}, or pass --data-dir where it is prepared")
         if not _network_available():
             raise UserError(f"TFDS dataset {name!r} is not prepared in {root} and cannot be downloaded "
                             f"(no connection to {TFDS_HOST}): {where}")
-    created = [root, root / "downloads", root / "downloads" / "extracted", root / "downloads" / "manual",
-               root / "downloads" / name, root / name]
+    created = [root, root / "downloads", root / "downloads" / "extracted", root / "downloads" / name, root / name]
     existed = [path.exists() for path in created]
     log.info("preparing TFDS dataset %s in %s", name, root)
     try:
@@ -889,14 +896,12 @@ def _tfds_split(builder, split: str, keys: tuple[str, str], shape: tuple[int, in
 
 def _tfds_builder(name: str, data_dir: Path | None):
     """``tfds.builder`` with unknown names turned into a UserError listing what works."""
-    import difflib
-
     import tensorflow_datasets as tfds
 
     try:
         return tfds.builder(name, data_dir=None if data_dir is None else str(data_dir))
     except tfds.core.registered.DatasetNotFoundError:
-        close = difflib.get_close_matches(name, [*KNOWN_DATASETS, *tfds.list_builders()], n=3)
+        close = difflib.get_close_matches(name, sorted({*KNOWN_DATASETS, *tfds.list_builders()}), n=3)
         hint = f" (did you mean {', '.join(close)}?)" if close else ""
         raise UserError(f"unknown dataset {name!r}{hint}: not a known name, a TFDS dataset or an existing folder; "
                         f"known: {', '.join(KNOWN_DATASETS)}; any TFDS name works if its data is in --data-dir"
@@ -906,14 +911,15 @@ def _tfds_builder(name: str, data_dir: Path | None):
                         "check the name, config and version") from None
 
 
-def _load_tfds(name: str, config: DataConfig) -> _Source:
-    """A TFDS image classification dataset: its own validation/test splits, else carved from train."""
+def _load_tfds(name: str, config: DataConfig, alternative: str = "") -> _Source:
+    """A TFDS image classification dataset: its own validation/test splits, else carved from train.
+
+    ``alternative`` is appended to the "where to put the files" advice of an impossible download.
+    """
     import tensorflow_datasets as tfds
 
     data_dir = Path(config.data_dir).expanduser() if config.data_dir else default_tfds_dir()
     builder = _tfds_builder(name, data_dir)
-    if not builder.is_prepared():
-        _prepare_tfds(builder, name)
     info = builder.info
     keys = info.supervised_keys
     features = info.features
@@ -922,6 +928,8 @@ def _load_tfds(name: str, config: DataConfig) -> _Source:
             or not isinstance(features[keys[1]], tfds.features.ClassLabel)):
         raise UserError(f"TFDS dataset {name!r} is not image classification (supervised keys {keys}): "
                         "pick a dataset with (image, label) pairs")
+    if not builder.is_prepared():
+        _prepare_tfds(builder, name, alternative)
     image_key, label_key = keys
     class_names = list(features[label_key].names)
     _check_classes(class_names, f"TFDS dataset {name!r}")

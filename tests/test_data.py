@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import shutil
 import subprocess
 import sys
 import time
+import zipfile
 from collections import Counter
 from contextlib import nullcontext
 from pathlib import Path
@@ -393,10 +395,16 @@ def test_tfds_unprepared_dataset_offline_is_a_user_error(tmp_path):
     assert listing(tmp_path) == []
 
 
-def test_tfds_manual_download_missing_is_a_user_error(tmp_path):
-    with pytest.raises(UserError, match=r"downloads/manual.*ILSVRC2012_img_train\.tar"):
+def test_tfds_manual_download_missing_or_broken_is_a_user_error(tmp_path):
+    with pytest.raises(UserError, match=r"needs a manual download.*downloads/manual.*ILSVRC2012_img_train\.tar"):
         load_data(DataConfig(dataset="imagenet2012", data_dir=str(tmp_path)))
     assert listing(tmp_path) == []
+    archive = tmp_path / "downloads" / "manual" / "ILSVRC2012_img_val.tar"
+    archive.parent.mkdir(parents=True)
+    archive.write_bytes(b"not a tar archive")
+    with pytest.raises(UserError, match=r"cannot prepare TFDS dataset 'imagenet2012'.*downloads/manual"):
+        load_data(DataConfig(dataset="imagenet2012", data_dir=str(tmp_path)))
+    assert listing(tmp_path) == ["downloads", "downloads/manual", "downloads/manual/ILSVRC2012_img_val.tar"]
 
 
 # --------------------------------------------------------------------------- bad input
@@ -484,6 +492,27 @@ def test_a_file_is_not_a_dataset(tmp_path):
 def test_known_datasets_describe_themselves():
     assert {"sample", "fashion_mnist", "mnist", "cifar10", "imagenet2012"} <= set(data.KNOWN_DATASETS)
     assert all(isinstance(text, str) and text for text in data.KNOWN_DATASETS.values())
+
+
+@pytest.mark.slow
+def test_wheel_ships_the_sample_where_the_lookup_finds_it(tmp_path):
+    """A non-editable install puts the sample in <prefix>/share/inception_keras (setup.cfg data_files)."""
+    if "fashion_mnist_sample.npz" not in (REPO / "setup.cfg").read_text():
+        pytest.xfail("setup.cfg does not ship data/fashion_mnist_sample.npz yet ([options.data_files])")
+    source = tmp_path / "src"
+    source.mkdir()
+    for name in ("setup.cfg", "pyproject.toml", "README.md"):
+        shutil.copy(REPO / name, source / name)
+    shutil.copytree(REPO / "inception_keras", source / "inception_keras",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(REPO / "data", source / "data", ignore=shutil.ignore_patterns(".gitignore"))
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
+                    "-w", str(tmp_path / "dist"), str(source)], check=True, capture_output=True)
+    wheel = next((tmp_path / "dist").glob("inception_keras-*.whl"))
+    with zipfile.ZipFile(wheel) as archive:
+        shipped = [n for n in archive.namelist() if n.endswith("/data/share/inception_keras/" + data.SAMPLE_FILE)]
+        assert len(shipped) == 1
+        assert archive.read(shipped[0]) == SAMPLE.read_bytes()
 
 
 @pytest.mark.slow
