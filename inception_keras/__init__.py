@@ -4,6 +4,12 @@
 >>> model = compile_googlenet(build_googlenet(10, input_shape=(96, 96, 3), variant="bn"))
 """
 
+import os
+
+# TensorFlow's C++ INFO/WARNING start-up lines (oneDNN, CPU features) drown the CLIs' output; errors still show.
+# Set TF_CPP_MIN_LOG_LEVEL yourself before importing to see them.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
 from .googlenet import INCEPTION_TABLE, MIN_INPUT_SIZE, build_googlenet, endpoints, feature_extractor
 from .heads import SparseCategoricalCrossentropy, compile_googlenet, inference_model
 from .layers import LRN

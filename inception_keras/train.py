@@ -1,0 +1,402 @@
+"""``python -m inception_keras.train``: train GoogLeNet and leave a complete, resumable run directory.
+
+Configuration flows command-line options -> :class:`TrainConfig` (a recipe's
+defaults, then explicit options) -> data / model / optimizer builders; the
+resolved config is saved as ``config.json`` in the run directory.
+
+A run directory ``OUTPUT_DIR/NAME/`` holds: ``config.json``, ``model.keras``
+(the epoch with the best validation accuracy of the main head, all heads,
+compiled), ``inference.keras`` (its single-output model), ``history.csv``,
+``logs/`` (TensorBoard), ``curves.png``, ``report.md|csv|json`` (per-class
+precision / recall / F1 for train, val and test) and ``summary.json`` (written
+last: its presence marks the run as finished).
+
+Running the same command again resumes an interrupted run from its last
+completed epoch (``checkpoint/``); a finished run is never overwritten unless
+``--overwrite`` is given.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import math
+import platform
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from . import evaluate, plots
+from .callbacks import EpochRecorder, StopOnNonFiniteLoss, save_model_atomically
+from .data import KNOWN_DATASETS, DataBundle, DataConfig, load_data
+from .errors import ArgumentParser, UserError, run_cli
+from .googlenet import build_googlenet
+from .heads import compile_googlenet, inference_model
+from .optim import OPTIMIZERS, SCHEDULES, OptimConfig, make_optimizer
+from .runs import CONFIG_FILE, SUMMARY_FILE, RunDir, check_writable, prepare, write_json
+from .variants import VARIANTS
+
+PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
+
+
+@dataclass
+class ModelConfig:
+    """Which GoogLeNet to build and how its heads are weighted."""
+
+    variant: str = "bn"
+    aux_heads: bool = True
+    aux_weight: float = 0.3
+    dropout: float | None = None
+    label_smoothing: float = 0.1
+
+
+@dataclass
+class TrainConfig:
+    """Everything a run depends on; saved as ``config.json``."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    epochs: int = 12
+    output_dir: str = "runs"
+    name: str | None = None
+    max_train_batches: int | None = None
+    max_val_batches: int | None = None
+    precision: str = "float32"
+    deterministic: bool = False
+    overwrite: bool = False
+    verbose: str = "auto"
+
+    @property
+    def run_name(self) -> str:
+        """``--name`` or a name made of the settings that matter, so the same command finds the same run."""
+        dataset = Path(self.data.dataset).name if "/" in self.data.dataset else self.data.dataset
+        return self.name or f"{dataset}_{self.model.variant}_{self.data.image_size}px"
+
+
+# Settings that must match for a rerun to resume an interrupted run.
+RESUME_KEYS = {"data", "model", "optim", "epochs", "max_train_batches", "max_val_batches", "precision"}
+
+# Recipes: defaults that --recipe swaps in before explicit options are applied.
+RECIPES: dict[str, dict[str, Any]] = {
+    # Fast small-data recipe: the default, about 5 minutes on 2 CPU cores for the bundled sample.
+    "quick": {},
+    # The paper's recipe (section 4 of REFERENCE.md): SGD 0.9, x0.96 every 8 epochs, Polyak averaging, 224 px.
+    "paper": {"variant": "paper", "image_size": 224, "optimizer": "sgd", "learning_rate": 0.01,
+              "schedule": "paper", "weight_decay": 2e-4, "ema": True, "label_smoothing": 0.0,
+              "augment": "inception", "batch_size": 32, "epochs": 250},
+    # Fashion-MNIST aimed at 94%: BN variant at 64 px, AdamW + cosine, flip + crop, label smoothing.
+    "fashion_mnist": {"dataset": "fashion_mnist", "image_size": 64, "variant": "bn", "optimizer": "adamw",
+                      "learning_rate": 2e-3, "schedule": "cosine", "weight_decay": 0.05,
+                      "label_smoothing": 0.1, "augment": "flip_crop", "batch_size": 64, "epochs": 30},
+}
+
+
+@dataclass(frozen=True)
+class Option:
+    """One command-line option and the config field it sets (section None = TrainConfig itself)."""
+
+    flag: str
+    section: str | None
+    field: str
+    help: str
+    type: Any = None
+    choices: Sequence[str] | None = None
+    boolean: bool = False
+
+
+OPTIONS: tuple[Option, ...] = (
+    Option("--dataset", "data", "dataset", "dataset: 'sample' (bundled Fashion-MNIST subset), 'fashion_mnist', "
+           "a TFDS name, or a path to an image folder / IDX directory", str),
+    Option("--data-dir", "data", "data_dir", "where the dataset's files are (TFDS data_dir, IDX or image folder)", str),
+    Option("--image-size", "data", "image_size", "square input side in pixels (>= 32)", int),
+    Option("--channels", "data", "channels", "1 or 3 input channels (default: the dataset's own)", int),
+    Option("--val-split", "data", "val_split", "fraction of train held out for validation when the "
+           "dataset has no validation split", float),
+    Option("--augment", "data", "augment", "training augmentation (validation/test are never augmented)", str,
+           ("auto", "none", "flip_crop", "inception")),
+    Option("--batch-size", "data", "batch_size", "global batch size", int),
+    Option("--seed", "data", "seed", "seed of weights, split, shuffling and augmentation", int),
+    Option("--variant", "model", "variant", "architecture variant", str, tuple(VARIANTS)),
+    Option("--aux-heads", "model", "aux_heads", "train with the two auxiliary classifiers", boolean=True),
+    Option("--aux-weight", "model", "aux_weight", "loss weight of each aux head", float),
+    Option("--dropout", "model", "dropout", "main head dropout (default: the variant's)", float),
+    Option("--label-smoothing", "model", "label_smoothing", "label smoothing of every head's loss", float),
+    Option("--optimizer", "optim", "optimizer", "optimizer (sgd uses momentum 0.9)", str, OPTIMIZERS),
+    Option("--lr", "optim", "learning_rate", "peak learning rate", float),
+    Option("--schedule", "optim", "schedule", "learning-rate schedule: paper = x0.96 every 8 epochs, "
+           "cosine = warm-up then cosine decay", str, SCHEDULES),
+    Option("--warmup-epochs", "optim", "warmup_epochs", "warm-up length of the cosine schedule", float),
+    Option("--weight-decay", "optim", "weight_decay", "decoupled weight decay (not on biases / BatchNorm)", float),
+    Option("--ema", "optim", "ema", "keep an exponential moving average of the weights (the paper's Polyak "
+           "averaging); validation and the saved model use it", boolean=True),
+    Option("--ema-momentum", "optim", "ema_momentum", "EMA momentum", float),
+    Option("--epochs", None, "epochs", "number of epochs", int),
+    Option("--output-dir", None, "output_dir", "parent of the run directory", str),
+    Option("--name", None, "name", "run directory name (default: DATASET_VARIANT_SIZEpx)", str),
+    Option("--max-train-batches", None, "max_train_batches", "cap on training batches per epoch (quick runs)", int),
+    Option("--max-val-batches", None, "max_val_batches", "cap on validation batches per epoch", int),
+    Option("--precision", None, "precision", "float32, or mixed precision (mixed_bfloat16 on CPUs that "
+           "support it, mixed_float16 on GPUs); softmax outputs stay float32", str, PRECISIONS),
+    Option("--deterministic", None, "deterministic", "enable TensorFlow op determinism", boolean=True),
+    Option("--overwrite", None, "overwrite", "replace an existing run directory", boolean=True),
+    Option("--verbose", None, "verbose", "progress: auto = progress bar on a terminal, one line per epoch "
+           "otherwise", str, ("auto", "bar", "epoch", "none")),
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``train`` command's parser; every option's help shows the ``quick`` recipe's default."""
+    defaults = TrainConfig()
+    parser = ArgumentParser(
+        prog="python -m inception_keras.train",
+        description="Train GoogLeNet and write a run directory (model, curves, per-class reports).",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        epilog="Known datasets: " + ", ".join(KNOWN_DATASETS) + ". Any TFDS name works when its data is in "
+               "--data-dir.",
+    )
+    parser.add_argument("--recipe", choices=tuple(RECIPES), default="quick",
+                        help="preset defaults: quick (bundled sample, ~5 min on CPU), paper (the paper's SGD "
+                             "recipe at 224 px), fashion_mnist (full Fashion-MNIST at 64 px)")
+    parser.add_argument("--resume", metavar="RUN_DIR",
+                        help="resume the interrupted run in RUN_DIR with its saved settings")
+    for option in OPTIONS:
+        section = getattr(defaults, option.section) if option.section else defaults
+        kwargs: dict[str, Any] = {"dest": option.field, "default": None,
+                                  "help": f"{option.help} (default: {getattr(section, option.field)})"}
+        if option.boolean:
+            kwargs["action"] = argparse.BooleanOptionalAction
+        else:
+            kwargs.update(type=option.type, choices=option.choices)
+        parser.add_argument(option.flag, **kwargs)
+    parser.formatter_class = argparse.HelpFormatter  # defaults are in the help texts already
+    return parser
+
+
+def config_from_args(argv: Sequence[str] | None = None) -> TrainConfig:
+    """Parse options into a :class:`TrainConfig`: dataclass defaults, then the recipe, then explicit options."""
+    args = build_parser().parse_args(argv)
+    if args.resume:
+        return resumed_config(args)
+    config = TrainConfig()
+    explicit = {o.field: getattr(args, o.field) for o in OPTIONS if getattr(args, o.field) is not None}
+    for option in OPTIONS:
+        value = explicit.get(option.field, RECIPES[args.recipe].get(option.field))
+        if value is not None:
+            target = getattr(config, option.section) if option.section else config
+            setattr(target, option.field, value)
+    return config
+
+
+def resumed_config(args: argparse.Namespace) -> TrainConfig:
+    """The config saved in ``--resume RUN_DIR`` (other options are not allowed with it)."""
+    given = [o.flag for o in OPTIONS if getattr(args, o.field) is not None]
+    if given:
+        raise UserError(f"--resume takes the run's saved settings; drop {', '.join(given)}")
+    run = Path(args.resume)
+    if not (run / CONFIG_FILE).exists():
+        raise UserError(f"{run} is not a run directory (no {CONFIG_FILE}); check the path")
+    from .runs import read_json
+
+    saved = read_json(run / CONFIG_FILE)
+    try:
+        config = TrainConfig(data=DataConfig(**saved["data"]), model=ModelConfig(**saved["model"]),
+                             optim=OptimConfig(**saved["optim"]),
+                             **{k: saved[k] for k in ("epochs", "max_train_batches", "max_val_batches",
+                                                      "precision", "deterministic", "verbose")})
+    except (KeyError, TypeError) as exc:
+        raise UserError(f"{run / CONFIG_FILE} is not a config this version understands ({exc}); "
+                        "start a new run") from None
+    config.output_dir, config.name = str(run.parent), run.name
+    return config
+
+
+def validate(config: TrainConfig) -> None:
+    """Reject impossible settings before anything is loaded or written."""
+    checks = [
+        (config.epochs >= 1, f"--epochs must be at least 1, got {config.epochs}"),
+        (config.data.batch_size >= 1, f"--batch-size must be at least 1, got {config.data.batch_size}"),
+        (config.optim.learning_rate > 0, f"--lr must be positive, got {config.optim.learning_rate}"),
+        (config.optim.weight_decay >= 0, f"--weight-decay must be >= 0, got {config.optim.weight_decay}"),
+        (config.model.aux_weight >= 0, f"--aux-weight must be >= 0, got {config.model.aux_weight}"),
+        (0 <= config.model.label_smoothing < 1,
+         f"--label-smoothing must be in [0, 1), got {config.model.label_smoothing}"),
+        (config.model.dropout is None or 0 <= config.model.dropout < 1,
+         f"--dropout must be in [0, 1), got {config.model.dropout}"),
+        (0 < config.optim.ema_momentum < 1, f"--ema-momentum must be in (0, 1), got {config.optim.ema_momentum}"),
+        (config.max_train_batches is None or config.max_train_batches >= 1, "--max-train-batches must be >= 1"),
+        (config.max_val_batches is None or config.max_val_batches >= 1, "--max-val-batches must be >= 1"),
+        (config.model.variant in VARIANTS, f"unknown variant {config.model.variant!r}; choose one of "
+                                           f"{', '.join(VARIANTS)}"),
+        (config.optim.optimizer in OPTIMIZERS, f"unknown optimizer {config.optim.optimizer!r}; choose one of "
+                                               f"{', '.join(OPTIMIZERS)}"),
+        (config.optim.schedule in SCHEDULES, f"unknown schedule {config.optim.schedule!r}; choose one of "
+                                             f"{', '.join(SCHEDULES)}"),
+        (config.precision in PRECISIONS, f"unknown precision {config.precision!r}; choose one of "
+                                         f"{', '.join(PRECISIONS)}"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise UserError(message)
+
+
+@contextlib.contextmanager
+def dtype_policy(name: str) -> Iterator[None]:
+    """Build layers under a Keras dtype policy, restoring the previous global policy afterwards."""
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(name)
+    try:
+        yield
+    finally:
+        keras.config.set_dtype_policy(previous)
+
+
+def versions() -> dict[str, str]:
+    """Library versions recorded with every run."""
+    return {"python": platform.python_version(), "tensorflow": tf.__version__, "keras": keras.__version__,
+            "numpy": np.__version__}
+
+
+def heads_of(config: TrainConfig) -> tuple[str, ...]:
+    """Output names the data pipeline must label."""
+    return ("main", "aux1", "aux2") if config.model.aux_heads else ("main",)
+
+
+def monitor_of(config: TrainConfig) -> str:
+    """The metric that picks the best epoch: validation accuracy of the main head."""
+    return "val_main_accuracy" if config.model.aux_heads else "val_accuracy"
+
+
+def steps_per_epoch(config: TrainConfig, bundle: DataBundle) -> int:
+    """Training batches per epoch, after ``--max-train-batches``."""
+    steps = math.ceil(bundle.counts["train"] / config.data.batch_size)
+    return min(steps, config.max_train_batches or steps)
+
+
+def new_model(config: TrainConfig, bundle: DataBundle) -> keras.Model:
+    """Build and compile the model the config describes."""
+    size = config.data.image_size
+    with dtype_policy(config.precision):
+        model = build_googlenet(bundle.num_classes, input_shape=(size, size, bundle.channels),
+                                variant=config.model.variant, aux_heads=config.model.aux_heads,
+                                dropout=config.model.dropout)
+    optimizer = make_optimizer(config.optim, steps_per_epoch(config, bundle), config.epochs)
+    return compile_googlenet(model, optimizer, aux_weight=config.model.aux_weight,
+                             label_smoothing=config.model.label_smoothing)
+
+
+def progress_mode(verbose: str) -> int:
+    """Keras ``verbose``: a progress bar on a terminal, one line per epoch otherwise."""
+    if verbose == "auto":
+        return 1 if sys.stdout.isatty() else 2
+    return {"bar": 1, "epoch": 2, "none": 0}[verbose]
+
+
+def fit(model: keras.Model, config: TrainConfig, bundle: DataBundle, run_dir: RunDir, state) -> None:
+    """Train from ``state.epochs_done`` to ``config.epochs``, committing every epoch."""
+    heads = heads_of(config)
+    train_ds = bundle.train_dataset(heads)
+    val_ds = bundle.eval_dataset("val", heads=heads)
+    if config.max_train_batches:
+        train_ds = train_ds.take(config.max_train_batches)
+    if config.max_val_batches:
+        val_ds = val_ds.take(config.max_val_batches)
+    guard = StopOnNonFiniteLoss()
+    callbacks: list[keras.callbacks.Callback] = [guard]
+    if config.optim.ema:
+        swap = keras.callbacks.SwapEMAWeights(swap_on_epoch=True)
+        # A resumed checkpoint was saved with the averaged weights swapped in (see EpochRecorder).
+        swap._ema_weights_in_model = state.ema_weights_in_model
+        callbacks.append(swap)
+    callbacks += [
+        EpochRecorder(run_dir, state, monitor_of(config), ema=config.optim.ema,
+                      save_best=lambda m: save_model_atomically(m, run_dir.file("model.keras"))),
+        keras.callbacks.TensorBoard(log_dir=str(run_dir.file("logs")), write_graph=False),
+    ]
+    model.fit(train_ds, validation_data=val_ds, epochs=config.epochs, initial_epoch=state.epochs_done,
+              callbacks=callbacks, verbose=progress_mode(config.verbose), shuffle=False)
+    if guard.where is not None:
+        epoch, step = guard.where
+        kept = f"the last good checkpoint (epoch {state.epochs_done}) is kept" if state.epochs_done else \
+            "no epoch had completed"
+        raise UserError(f"the training loss became NaN/inf at epoch {epoch}, step {step}; {kept} in "
+                        f"{run_dir.path}; lower --lr or check the data, then rerun with --overwrite")
+
+
+def finish(config: TrainConfig, bundle: DataBundle, run_dir: RunDir, state, started: float) -> dict[str, Any]:
+    """Evaluate the best model on every split and write the reports, curves, inference model and summary."""
+    best = keras.models.load_model(run_dir.file("model.keras"))
+    save_model_atomically(inference_model(best), run_dir.file("inference.keras"))
+    reports = evaluate.evaluate_run_splits(best, bundle, splits=("train", "val", "test"), crops=1)
+    evaluate.write_reports(reports, run_dir.path)
+    plots.plot_history(run_dir.file("history.csv"), run_dir.file("curves.png"))
+    summary = {
+        "run_dir": str(run_dir.path),
+        "best_epoch": state.best_epoch,
+        "best_val_accuracy": state.best_metric,
+        "epochs": state.epochs_done,
+        "wall_time_s": round(time.time() - started, 1),
+        "splits": {split: report.overall for split, report in reports.items()},
+    }
+    write_json(run_dir.file(SUMMARY_FILE), summary)
+    run_dir.clear_checkpoints()
+    return summary
+
+
+def train(config: TrainConfig) -> dict[str, Any]:
+    """Run (or resume) training as ``config`` says and return the summary written to ``summary.json``."""
+    validate(config)
+    run_dir = RunDir(Path(config.output_dir) / config.run_name)
+    check_writable(Path(config.output_dir))
+    bundle = load_data(config.data)  # bad data fails here, before anything is written
+    resolved = {**asdict(config), "run_name": config.run_name}
+    resuming = prepare(run_dir, resolved, config.overwrite, RESUME_KEYS)
+    keras.utils.set_random_seed(config.data.seed)
+    if config.deterministic:
+        tf.config.experimental.enable_op_determinism()
+    started = time.time()
+    state = run_dir.load_state()
+    if resuming:
+        model = keras.models.load_model(run_dir.checkpoint_path(state))
+        print(f"Resuming {run_dir.path} after epoch {state.epochs_done} of {config.epochs}")
+    else:
+        model = new_model(config, bundle)
+        write_json(run_dir.file(CONFIG_FILE), {**resolved, "versions": versions(),
+                                               "num_classes": bundle.num_classes,
+                                               "class_names": bundle.class_names})
+    fit(model, config, bundle, run_dir, state)
+    summary = finish(config, bundle, run_dir, state, started)
+    print_summary(summary)
+    return summary
+
+
+def print_summary(summary: dict[str, Any]) -> None:
+    """Print the final metrics of the best model as a small table."""
+    print(f"\nBest epoch {summary['best_epoch']} of {summary['epochs']} -> {summary['run_dir']}")
+    columns = ("loss", "accuracy", "top5_accuracy", "macro_f1")
+    print(f"{'split':<6}" + "".join(f"{c:>15}" for c in columns))
+    for split, metrics in summary["splits"].items():
+        cells = "".join(f"{metrics[c]:>15.4f}" if metrics.get(c) is not None else f"{'-':>15}" for c in columns)
+        print(f"{split:<6}{cells}")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point for tests and notebooks: parse ``argv`` and train."""
+    train(config_from_args(argv))
+    return 0
+
+
+def cli() -> None:
+    """Console entry point: user errors become one ``error:`` line and exit status 2."""
+    sys.exit(run_cli(main))
+
+
+if __name__ == "__main__":
+    cli()
