@@ -15,10 +15,8 @@ returned, so a notebook shows it, and saved as PNG when a path is given.
 from __future__ import annotations
 
 import csv
-import io
 import math
 import os
-import tempfile
 from pathlib import Path
 from typing import Mapping, Sequence
 
@@ -27,6 +25,7 @@ from matplotlib.figure import Figure
 from sklearn.metrics import ConfusionMatrixDisplay
 
 from .errors import UserError
+from .runs import atomic_path
 
 # Panels of the training curves, in display order, keyed by the suffix of their history.csv columns.
 CURVE_PANELS = {"loss": "Loss", "accuracy": "Accuracy", "top5_accuracy": "Top-5 accuracy"}
@@ -35,32 +34,11 @@ HEAD_COLOURS = {"total": "C3", "main": "C0", "aux1": "C1", "aux2": "C2"}
 DPI = 100
 
 
-def write_atomic(path: str | os.PathLike, data: bytes | str) -> Path:
-    """Write ``data`` to ``path`` through a temporary file in the same directory and ``os.replace``.
-
-    A crash or kill never leaves a truncated file under the final name.  Creates
-    the directory; returns the path.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    payload = data.encode() if isinstance(data, str) else data
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(payload)
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; make it readable like any other output
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
-    return path
-
-
 def save_figure(figure: Figure, path: str | os.PathLike) -> Path:
     """Save ``figure`` as a PNG at ``path`` atomically and return the path."""
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=DPI)
-    return write_atomic(path, buffer.getvalue())
+    with atomic_path(path, suffix=".png") as tmp:
+        figure.savefig(tmp, format="png", dpi=DPI)
+    return Path(path)
 
 
 def _finish(figure: Figure, path: str | os.PathLike | None) -> Figure:
