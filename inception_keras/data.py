@@ -843,13 +843,14 @@ def _network_available(host: str = TFDS_HOST, timeout: float = 5.0) -> bool:
         with socket.create_connection((host, 443), timeout=timeout):
             pass
 
-    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
-        future = pool.submit(connect)
-        try:
-            future.result(timeout=timeout + 1)
-            return True
-        except (OSError, concurrent.futures.TimeoutError):
-            return False
+    pool = concurrent.futures.ThreadPoolExecutor(max_workers=1)
+    try:
+        pool.submit(connect).result(timeout=timeout + 1)  # name lookup has no timeout of its own
+        return True
+    except (OSError, concurrent.futures.TimeoutError):
+        return False
+    finally:
+        pool.shutdown(wait=False)
 
 
 def _remove_new(paths: list[Path], existed: list[bool]) -> None:
