@@ -394,6 +394,10 @@ def test_tfds_unprepared_dataset_offline_is_a_user_error(tmp_path):
         load_data(DataConfig(dataset="mnist", data_dir=str(tmp_path)))
     assert time.monotonic() - started < 30
     assert listing(tmp_path) == []
+    # fashion_mnist with a data_dir lacking IDX files falls back to TFDS, and says both ways out.
+    with pytest.raises(UserError, match=r"tfds build fashion_mnist.*or put its four IDX files"):
+        load_data(DataConfig(dataset="fashion_mnist", data_dir=str(tmp_path)))
+    assert listing(tmp_path) == []
 
 
 def test_tfds_manual_download_missing_or_broken_is_a_user_error(tmp_path):
