@@ -323,9 +323,10 @@ def format_markdown(reports: Mapping[str, SplitReport]) -> str:
         per_class_markdown(reports),
     ]
     if len(first.heads) > 1:
+        head_columns = {key: title for key, title in OVERALL_COLUMNS.items() if key != "images"}
         sections += ["## Per head (average = mean of the main, aux1 and aux2 softmax outputs)",
-                     markdown_table(["split", "head", *OVERALL_COLUMNS.values()],
-                                    [(split, head, *(metrics[c] for c in OVERALL_COLUMNS))
+                     markdown_table(["split", "head", *head_columns.values()],
+                                    [(split, head, *(metrics[c] for c in head_columns))
                                      for split, r in reports.items() for head, metrics in r.heads.items()])]
     if first.single_crop is not None:
         sections += ["## 10 crops vs 1 crop (main head)", crop_comparison_markdown(reports)]

@@ -89,10 +89,11 @@ def plot_history(history_csv: str | os.PathLike, path: str | os.PathLike | None 
     """Training curves from ``history.csv``: loss, accuracy, top-5 accuracy and learning rate panels.
 
     Every head gets its colour (main, aux1, aux2, total loss); training is solid,
-    validation dashed.  Works for runs with and without aux heads.
+    validation dashed.  Works for runs with and without aux heads.  The x axis is
+    the file's ``epoch`` column as written (inception_keras.train counts from 1).
     """
     history = read_history(history_csv)
-    epochs = history["epoch"] + 1 if "epoch" in history else np.arange(1, len(next(iter(history.values()))) + 1)
+    epochs = history["epoch"] if "epoch" in history else np.arange(1, len(next(iter(history.values()))) + 1)
     has_aux = any(column.removeprefix("val_").startswith("aux") for column in history)
     curves: dict[str, list[tuple[str, bool, np.ndarray]]] = {panel: [] for panel in CURVE_PANELS}
     for column, values in history.items():
@@ -116,7 +117,8 @@ def plot_history(history_csv: str | os.PathLike, path: str | os.PathLike | None 
         ax.legend(fontsize="small")
     if learning_rate is not None:
         axes[-1].plot(epochs, learning_rate, marker=".", color="k")
-        axes[-1].set(title="Learning rate", xlabel="epoch", yscale="log")
+        positive = np.all(learning_rate[np.isfinite(learning_rate)] > 0)  # a schedule may decay to exactly 0
+        axes[-1].set(title="Learning rate", xlabel="epoch", yscale="log" if positive else "linear")
     figure.suptitle(f"Training curves ({Path(history_csv).parent.name or 'run'})")
     return _finish(figure, path)
 

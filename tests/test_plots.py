@@ -1,6 +1,7 @@
 """plots: every figure is a valid PNG of sensible size with the expected axes, titles and contents."""
 
 import csv
+import warnings
 
 import numpy as np
 import pytest
@@ -25,12 +26,12 @@ def assert_png(path, min_side=300, max_side=4000):
 
 
 def write_history(path, columns, epochs=3):
-    """A history.csv as Keras' CSVLogger writes it: epoch, then the metrics in sorted order."""
+    """A history.csv as inception_keras.train writes it: epoch from 1, then the metrics in sorted order."""
     rng = np.random.default_rng(0)
     with path.open("w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(["epoch"] + columns)
-        for epoch in range(epochs):
+        for epoch in range(1, epochs + 1):
             writer.writerow([epoch] + [f"{value:.4f}" for value in rng.uniform(0.1, 1.0, len(columns))])
     return path
 
@@ -58,7 +59,17 @@ def test_history_with_aux_heads_plots_every_head(tmp_path):
     assert legend(loss) == sorted(heads + ["total"] + [f"val {h}" for h in heads + ["total"]])
     assert legend(accuracy) == sorted(heads + [f"val {h}" for h in heads])
     assert legend(top5) == ["main", "val main"]
-    assert list(learning_rate.lines[0].get_xdata()) == [1, 2, 3]  # epochs counted from 1
+    assert list(learning_rate.lines[0].get_xdata()) == [1, 2, 3]
+    assert learning_rate.get_yscale() == "log"
+
+
+def test_history_of_a_schedule_that_reaches_zero_plots_linearly(tmp_path):
+    history = tmp_path / "history.csv"
+    history.write_text("epoch,learning_rate,loss\n1,0.002,2.3\n2,0.0,2.1\n")  # cosine decay ends at 0
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        figure = plots.plot_history(history)
+    assert figure.axes[-1].get_yscale() == "linear"
 
 
 def test_history_without_aux_heads(tmp_path):
