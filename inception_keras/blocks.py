@@ -47,7 +47,8 @@ def conv_unit(x, filters: int, kernel_size: int, name: str, variant: Variant, st
     x = layers.Conv2D(filters, kernel_size, strides=strides, padding=padding, use_bias=not variant.batch_norm,
                       name=name)(x)
     if variant.batch_norm:
-        x = layers.BatchNormalization(epsilon=variant.bn_epsilon, name=f"{name}_bn")(x)
+        x = layers.BatchNormalization(epsilon=variant.bn_epsilon, momentum=variant.bn_momentum,
+                                      name=f"{name}_bn")(x)
     return layers.ReLU(name=f"{name}_relu")(x)
 
 

@@ -92,10 +92,11 @@ RECIPES: dict[str, dict[str, Any]] = {
     "paper": {"variant": "paper", "image_size": 224, "optimizer": "sgd", "learning_rate": 0.01,
               "schedule": "paper", "weight_decay": 2e-4, "ema": True, "label_smoothing": 0.0,
               "augment": "inception", "batch_size": 32, "epochs": 250},
-    # Fashion-MNIST aimed at 94%: BN variant at 64 px, AdamW + cosine, flip + crop, label smoothing.
-    "fashion_mnist": {"dataset": "fashion_mnist", "image_size": 64, "variant": "bn", "optimizer": "adamw",
+    # Full Fashion-MNIST aimed at 94%: BN variant at 32 px (28 px images, upsampled a little), AdamW + cosine,
+    # flip + pad-and-crop, label smoothing; about 2 minutes an epoch on 2 CPU cores.
+    "fashion_mnist": {"dataset": "fashion_mnist", "image_size": 32, "variant": "bn", "optimizer": "adamw",
                       "learning_rate": 2e-3, "schedule": "cosine", "weight_decay": 0.05,
-                      "label_smoothing": 0.1, "augment": "flip_crop", "batch_size": 64, "epochs": 30},
+                      "label_smoothing": 0.1, "augment": "flip_crop", "batch_size": 64, "epochs": 20},
 }
 
 
@@ -164,7 +165,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--recipe", choices=tuple(RECIPES), default="quick",
                         help="preset defaults: quick (bundled sample, ~5 min on CPU), paper (the paper's SGD "
-                             "recipe at 224 px), fashion_mnist (full Fashion-MNIST at 64 px)")
+                             "recipe at 224 px), fashion_mnist (full Fashion-MNIST, 32 px, 20 epochs)")
     parser.add_argument("--resume", metavar="RUN_DIR",
                         help="resume the interrupted run in RUN_DIR with its saved settings")
     for option in OPTIONS:

@@ -11,6 +11,10 @@
   "5x5" branch with a 3x3 kernel (torchvision's known quirk, kept for the
   weights), ``pool4`` 2x2/2, main dropout 0.2, aux pooling always adaptive 4x4.
 
+BatchNorm uses momentum 0.9 (PyTorch's 0.1 in Keras' convention) rather than
+Keras' default 0.99: the moving statistics then settle within a few hundred
+steps, so validation is meaningful from the first epoch of a short run.
+
 Deviations from the paper shared by all variants are documented in
 ``googlenet.py`` and the README.
 """
@@ -27,6 +31,7 @@ class Variant:
     name: str
     batch_norm: bool
     bn_epsilon: float
+    bn_momentum: float  # Keras convention (moving = momentum * moving + (1 - momentum) * batch)
     lrn: bool
     wide_kernel: int  # kernel of the "5x5" branch
     pool4_size: int  # pool4 is pool4_size x pool4_size, stride 2
@@ -35,12 +40,12 @@ class Variant:
 
 
 VARIANTS: dict[str, Variant] = {
-    "paper": Variant("paper", batch_norm=False, bn_epsilon=0.0, lrn=True, wide_kernel=5, pool4_size=3,
-                     dropout=0.4, aux_pool="paper"),
-    "bn": Variant("bn", batch_norm=True, bn_epsilon=1e-3, lrn=False, wide_kernel=5, pool4_size=3,
-                  dropout=0.4, aux_pool="paper"),
-    "torchvision": Variant("torchvision", batch_norm=True, bn_epsilon=1e-3, lrn=False, wide_kernel=3,
-                           pool4_size=2, dropout=0.2, aux_pool="adaptive"),
+    "paper": Variant("paper", batch_norm=False, bn_epsilon=0.0, bn_momentum=0.0, lrn=True,
+                     wide_kernel=5, pool4_size=3, dropout=0.4, aux_pool="paper"),
+    "bn": Variant("bn", batch_norm=True, bn_epsilon=1e-3, bn_momentum=0.9, lrn=False,
+                  wide_kernel=5, pool4_size=3, dropout=0.4, aux_pool="paper"),
+    "torchvision": Variant("torchvision", batch_norm=True, bn_epsilon=1e-3, bn_momentum=0.9, lrn=False,
+                           wide_kernel=3, pool4_size=2, dropout=0.2, aux_pool="adaptive"),
 }
 
 
