@@ -1,0 +1,102 @@
+"""The benchmark: option checks, interleaved timing, the summary maths, and a tiny end-to-end run."""
+
+import json
+
+import pytest
+
+from inception_keras import benchmark
+from inception_keras.benchmark import Contender, format_table, main, measure, pipeline_summary, summarise
+from inception_keras.errors import UserError, run_cli
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--image-size", "16"], "--image-size"),
+    (["--tflite", "float32,int4"], "int4"),
+    (["--runs", "0"], "--runs"),
+    (["--output", "results.txt"], ".json"),
+    (["--variant", "resnet"], "invalid choice"),
+])
+def test_user_errors_exit_2_and_write_nothing(tmp_path, capsys, argv, message):
+    output = tmp_path / "bench.json"
+    argv = argv if "--output" in argv else [*argv, "--output", str(output)]
+    assert run_cli(main, argv) == 2
+    error = capsys.readouterr().err
+    assert error.startswith("error: ") and message in error and error.count("\n") == 1
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_tflite_none_and_defaults():
+    settings = benchmark.settings_from_args(["--tflite", "none"])
+    assert settings.tflite == () and settings.variant == "bn" and settings.image_size == 224
+    assert benchmark.settings_from_args([]).tflite == ("float32", "dynamic", "int8")
+
+
+def test_measure_interleaves_rounds_after_warmup():
+    calls = []
+    first = Contender("a", "inference", lambda: calls.append("a"), work=1)
+    second = Contender("b", "inference", lambda: calls.append("b") or 0.5, work=1)  # times itself
+    measure([first, second], warmup=2, runs=3, log=lambda _: None)
+    assert calls == ["a", "a", "b", "b"] + ["a", "b"] * 3
+    assert len(first.seconds) == 3 and second.seconds == [0.5, 0.5, 0.5]
+
+
+def test_summary_ratios():
+    contenders = [
+        Contender("keras training", "training", lambda: None, work=32, flops_per_image=6e9, seconds=[2.0, 4.0, 3.0]),
+        Contender("torchvision training", "training", lambda: None, work=32, flops_per_image=6e9,
+                  seconds=[4.0, 4.0], baseline=True),
+        Contender("pipeline only", "pipeline", lambda: None, work=100, seconds=[1.0]),
+    ]
+    rows = {row["name"]: row for row in summarise(contenders, matmul_flops=200e9)}
+    keras_row = rows["keras training"]
+    assert keras_row["images_per_second"] == pytest.approx(32 / 3.0)
+    assert keras_row["gflops"] == pytest.approx(32 / 3.0 * 6)
+    assert keras_row["matmul_fraction"] == pytest.approx(32 / 3.0 * 6 / 200)
+    assert keras_row["vs_torchvision"] == pytest.approx(4.0 / 3.0)
+    assert rows["pipeline only"]["gflops"] is None and rows["pipeline only"]["vs_torchvision"] is None
+    table = format_table(list(rows.values()))
+    assert table.splitlines()[0].startswith("| what | task | images/s | GFLOP/s")
+    assert "| keras training | training | 10.7 | 64.0 | 32 | 1.33 |" in table
+
+
+def test_pipeline_summary():
+    rows = [{"name": "training, real pipeline", "images_per_second": 95.0},
+            {"name": "training, in-memory batch", "images_per_second": 100.0}]
+    assert pipeline_summary(rows)["slowdown_percent"] == pytest.approx(5.0)
+    assert pipeline_summary(rows[:1]) is None
+
+
+def test_mixed_precision_policy(monkeypatch):
+    monkeypatch.setattr(benchmark.tf.config, "list_physical_devices", lambda kind=None: [])
+    monkeypatch.setattr(benchmark, "cpu_flags", lambda: {"avx2"})
+    with pytest.raises(UserError, match="bfloat16"):
+        benchmark.mixed_policy()
+    monkeypatch.setattr(benchmark, "cpu_flags", lambda: {"avx2", "avx512_bf16"})
+    assert benchmark.mixed_policy() == "mixed_bfloat16"
+
+
+@pytest.mark.slow
+def test_tiny_run_writes_every_field(tmp_path, capsys):
+    output = tmp_path / "bench.json"
+    status = main(["--image-size", "32", "--batch-size", "4", "--num-classes", "5", "--warmup", "1",
+                   "--runs", "1", "--tflite", "float32", "--matmul-size", "64", "--dataset", "sample",
+                   "--pipeline-image-size", "32", "--output", str(output)])
+    assert status == 0
+    results = json.loads(output.read_text())
+    assert set(results) >= {"settings", "machine", "load_average", "matmul", "model", "results", "pipeline", "notes"}
+    assert results["settings"]["image_size"] == 32 and results["matmul"]["gflops"] > 0
+    assert results["model"]["multiply_adds_inference"] < results["model"]["multiply_adds_training"]
+    rows = {row["name"]: row for row in results["results"]}
+    expected = {"keras training", "keras inference", "keras inference, BN folded", "tflite float32",
+                "pipeline only", "training, real pipeline", "training, in-memory batch"}
+    assert expected <= set(rows)
+    for row in rows.values():
+        assert row["images_per_second"] > 0 and len(row["runs_images_per_second"]) == 1
+    assert rows["keras training"]["gflops"] > 0 and rows["keras training"]["matmul_fraction"] > 0
+    assert "pipeline_over_in_memory" in results["pipeline"]
+    if benchmark.torch_installed():
+        assert rows["torchvision training"]["vs_torchvision"] == pytest.approx(1.0)
+        assert rows["keras training"]["vs_torchvision"] > 0
+    else:
+        assert any("torchvision skipped" in note for note in results["notes"])
+    assert "| keras training | training |" in capsys.readouterr().out
