@@ -22,8 +22,11 @@
 Every file or directory is written under a temporary name and renamed into
 place, so an interrupted export never leaves a half-written model.
 
-Command line (writes ``OUT/savedmodel/``, ``OUT/model_<quantization>.tflite``
-and ``OUT/export.json`` with the agreement of every export with the Keras model)::
+Command line: writes ``OUT/savedmodel/``, ``OUT/model_<quantization>.tflite``
+and ``OUT/export.json`` with, for every export, its agreement with the Keras
+model and (on a real test split) its accuracy next to the Keras model's.  The
+check images are the test split of the run's dataset (or ``--dataset``), else
+uniform random images; int8 is calibrated on images of the training split::
 
     python -m inception_keras.export RUN_DIR_OR_MODEL [--format savedmodel tflite tflite-int8 ...]
         [--output-dir OUT] [--dataset NAME] [--data-dir DIR] [--check-images N]
@@ -38,6 +41,7 @@ import sys
 import tempfile
 import warnings
 from collections import defaultdict
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
 
@@ -374,33 +378,49 @@ def build_parser() -> ArgumentParser:
     return parser
 
 
-def _collect(dataset: tf.data.Dataset, limit: int | None) -> np.ndarray:
-    """Up to ``limit`` images (all when None) from batches of ``(images, labels)``."""
-    chunks, count = [], 0
-    for images, _ in dataset:
-        chunks.append(images.numpy())
-        count += len(chunks[-1])
+def _collect(dataset: tf.data.Dataset, limit: int | None) -> tuple[np.ndarray, np.ndarray]:
+    """Up to ``limit`` images (all when None) and their labels from batches of ``(images, labels)``."""
+    images, labels, count = [], [], 0
+    for batch_images, batch_labels in dataset:
+        images.append(batch_images.numpy())
+        labels.append(batch_labels.numpy())
+        count += len(images[-1])
         if limit is not None and count >= limit:
             break
-    return np.concatenate(chunks)[:limit]
+    return np.concatenate(images)[:limit], np.concatenate(labels)[:limit]
 
 
-def check_and_calibration_images(args: Any, model: keras.Model, run_config: dict[str, Any]
-                                 ) -> tuple[np.ndarray, np.ndarray | None, str]:
-    """``(check images, calibration images or None, where they came from)`` for the CLI."""
+@dataclass
+class CheckData:
+    """Images to compare predictions on (with labels when real), calibration images, and their source."""
+
+    images: np.ndarray
+    labels: np.ndarray | None
+    calibration: np.ndarray | None
+    source: str
+
+
+def check_data(args: Any, model: keras.Model, run_config: dict[str, Any]) -> CheckData:
+    """The CLI's check and calibration images: the run's (or ``--dataset``'s) test / train split, else random."""
     from .evaluate import load_bundle
 
     if args.dataset is None and not run_config.get("data"):
         if "tflite-int8" in args.format:
             raise UserError("tflite-int8 needs real images to calibrate on: pass --dataset (and --data-dir)")
         shape = (args.check_images or DEFAULT_CHECK_IMAGES, *model.input.shape[1:])
-        return np.random.default_rng(0).uniform(-1, 1, shape).astype(np.float32), None, "uniform random images"
+        images = np.random.default_rng(0).uniform(-1, 1, shape).astype(np.float32)
+        return CheckData(images, None, None, "uniform random images")
     bundle = load_bundle(run_config, model, args.dataset, args.data_dir)
-    check = _collect(bundle.eval_dataset("test"), args.check_images or None)
+    images, labels = _collect(bundle.eval_dataset("test"), args.check_images or None)
     calibration = None
     if "tflite-int8" in args.format:
-        calibration = _collect(bundle.eval_dataset("train").shuffle(64, seed=0), args.calibration_images)
-    return check, calibration, f"{bundle.config.dataset} test split"
+        calibration, _ = _collect(bundle.eval_dataset("train").shuffle(64, seed=0), args.calibration_images)
+    return CheckData(images, labels, calibration, f"{bundle.config.dataset} test split")
+
+
+def accuracy(probabilities: np.ndarray, labels: np.ndarray | None) -> float | None:
+    """Top-1 accuracy, or None without labels."""
+    return None if labels is None else float(np.mean(probabilities.argmax(-1) == labels))
 
 
 def output_paths(output_dir: Path, formats: Sequence[str]) -> dict[str, Path]:
@@ -424,24 +444,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     if existing and not args.overwrite:
         raise UserError(f"{', '.join(existing)} already exist: pass --overwrite or another --output-dir")
     model = load_model(model_path)
-    check, calibration, source = check_and_calibration_images(args, model, read_run_config(run_dir))
+    data = check_data(args, model, read_run_config(run_dir))
 
     exported = export_model(model, fold=not args.no_fold)
-    reference = keras_predict(model, check)
+    reference = keras_predict(model, data.images)
     results: dict[str, Any] = {"model": str(model_path), "folded_batchnorm": not args.no_fold,
-                               "check_images": source, "formats": {}}
+                               "check_images": data.source, "keras_accuracy": accuracy(reference, data.labels),
+                               "formats": {}}
     for fmt, path in paths.items():
         if fmt == "savedmodel":
             export_savedmodel(exported, path)
-            predictions = savedmodel_predict(path, check)
+            predictions = savedmodel_predict(path, data.images)
         else:
             quantization = fmt.removeprefix("tflite-") if fmt != "tflite" else "float32"
-            export_tflite(exported, path, quantization, calibration, args.calibration_images)
-            predictions = tflite_predict(path, check)
-        results["formats"][fmt] = {"path": str(path), **agreement(reference, predictions)}
-        row = results["formats"][fmt]
+            export_tflite(exported, path, quantization, data.calibration, args.calibration_images)
+            predictions = tflite_predict(path, data.images)
+        row = {"path": str(path), **agreement(reference, predictions),
+               "accuracy": accuracy(predictions, data.labels)}
+        results["formats"][fmt] = row
+        scored = "" if row["accuracy"] is None else (
+            f"  accuracy {row['accuracy']:.4f} (Keras {results['keras_accuracy']:.4f})")
         print(f"{fmt:15s} {path}  top-1 agreement {row['top1_agreement']:.4f}  "
-              f"max |dp| {row['max_abs_diff']:.2e}  ({row['images']} images: {source})")
+              f"max |dp| {row['max_abs_diff']:.2e}{scored}  ({row['images']} images: {data.source})")
     write_json(output_dir / "export.json", results)
     return 0
 
