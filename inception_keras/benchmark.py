@@ -97,23 +97,35 @@ class Settings:
 class Contender:
     """One timed thing: ``run()`` does one timed run of ``work`` units (images, or FLOPs for matmul).
 
-    ``run`` returns None to be timed by the caller, or its own duration in
-    seconds when the work happens elsewhere (the torch worker times itself).
+    ``run`` returns None to be timed by the caller, or its own ``(wall, CPU)``
+    seconds when the work happens in another process (the torch worker).
+    Besides wall-clock time every run records the CPU time its process used: on
+    a machine shared with other work, ``work / CPU seconds x cores`` is a
+    steadier estimate of the unloaded throughput than the wall clock (it still
+    counts spin-waiting threads, so it is a lower bound).
     """
 
     name: str
     task: str  # "training", "inference", "pipeline" or "matmul"
-    run: Callable[[], float | None]
+    run: Callable[[], tuple[float, float] | None]
     work: float
     flops_per_image: float | None = None
     note: str = ""
     baseline: bool = False  # the torchvision rows the others are compared with
     seconds: list[float] = field(default_factory=list)
+    cpu_seconds: list[float] = field(default_factory=list)
 
     @property
     def rate(self) -> float:
         """Median units per second (images/s, or FLOP/s for matmul)."""
         return self.work / statistics.median(self.seconds)
+
+    @property
+    def cpu_rate(self) -> float | None:
+        """Units per second on otherwise idle cores estimated from the median CPU time (None if not recorded)."""
+        if not self.cpu_seconds or statistics.median(self.cpu_seconds) <= 0:
+            return None
+        return self.work / statistics.median(self.cpu_seconds) * (os.cpu_count() or 1)
 
 
 # --------------------------------------------------------------------------- environment
@@ -288,11 +300,12 @@ class TorchWorker:
             raise RuntimeError(f"the torch worker stopped: {error[-1] if error else 'no output'}")
         return json.loads(line)
 
-    def timed(self, task: str, steps: int) -> float:
-        """Seconds of ``steps`` steps of ``task`` ("training" or "inference"), timed in the worker."""
+    def timed(self, task: str, steps: int) -> tuple[float, float]:
+        """Wall and CPU seconds of ``steps`` steps of ``task`` ("training" or "inference"), timed in the worker."""
         self.process.stdin.write(json.dumps({"task": task, "steps": steps}) + "\n")
         self.process.stdin.flush()
-        return float(self._reply()["seconds"])
+        reply = self._reply()
+        return float(reply["seconds"]), float(reply["cpu_seconds"])
 
     def close(self) -> None:
         """Stop the worker."""
@@ -350,10 +363,11 @@ def torch_worker(argv: Sequence[str]) -> int:
                       "threads": torch.get_num_threads()}), flush=True)
     for line in sys.stdin:
         request = json.loads(line)
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.process_time()
         for _ in range(request["steps"]):
             steps[request["task"]]()
-        print(json.dumps({"seconds": time.perf_counter() - start}), flush=True)
+        print(json.dumps({"seconds": time.perf_counter() - start, "cpu_seconds": time.process_time() - cpu_start}),
+              flush=True)
     return 0
 
 
@@ -402,15 +416,22 @@ def measure(contenders: Sequence[Contender], warmup: int, runs: int, log: Callab
         log(f"  warmed up {contender.name} ({time.perf_counter() - start:.1f} s)")
     for round_index in range(runs):
         for contender in contenders:
-            start = time.perf_counter()
+            start, cpu_start = time.perf_counter(), time.process_time()
             own_timing = contender.run()
-            contender.seconds.append(own_timing if own_timing is not None else time.perf_counter() - start)
+            wall, cpu = own_timing or (time.perf_counter() - start, time.process_time() - cpu_start)
+            contender.seconds.append(wall)
+            contender.cpu_seconds.append(cpu)
         log(f"  round {round_index + 1}/{runs} done (load average {os.getloadavg()[0]:.2f})")
 
 
 def summarise(contenders: Sequence[Contender], matmul_flops: float | None) -> list[dict[str, Any]]:
-    """One JSON-friendly row per contender, with GFLOP/s, the fraction of the matmul limit and x torchvision."""
+    """One JSON-friendly row per contender, with GFLOP/s, the fraction of the matmul limit and x torchvision.
+
+    ``vs_torchvision`` compares wall-clock rates measured in the same rounds;
+    ``vs_torchvision_cpu`` compares the CPU-time estimates (steadier under load).
+    """
     torch_rate = {c.task: c.rate for c in contenders if c.baseline}
+    torch_cpu_rate = {c.task: c.cpu_rate for c in contenders if c.baseline}
     rows = []
     for c in contenders:
         if c.task == "matmul":
@@ -420,9 +441,12 @@ def summarise(contenders: Sequence[Contender], matmul_flops: float | None) -> li
         rows.append({
             "name": c.name, "task": c.task, "images_per_second": rate,
             "runs_images_per_second": [c.work / s for s in c.seconds],
+            "cpu_images_per_second": c.cpu_rate,
             "gflops": gflops,
             "matmul_fraction": gflops * 1e9 / matmul_flops if gflops and matmul_flops else None,
             "vs_torchvision": rate / torch_rate[c.task] if c.task in torch_rate else None,
+            "vs_torchvision_cpu": (c.cpu_rate / torch_cpu_rate[c.task]
+                                   if c.cpu_rate and torch_cpu_rate.get(c.task) else None),
             "note": c.note,
         })
     return rows
@@ -436,12 +460,14 @@ def _cell(value: Any, digits: int = 1) -> str:
 
 def format_table(rows: Sequence[dict[str, Any]]) -> str:
     """The rows as a Markdown table (what the README shows)."""
-    lines = ["| what | task | images/s | GFLOP/s | % of matmul | x torchvision | note |",
-             "|---|---|---|---|---|---|---|"]
+    lines = ["| what | task | images/s | GFLOP/s | % of matmul | x torchvision | images/s from CPU time "
+             "| x torchvision (CPU time) | note |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for row in rows:
         fraction = row["matmul_fraction"] * 100 if row["matmul_fraction"] is not None else None
         lines.append(f"| {row['name']} | {row['task']} | {_cell(row['images_per_second'])} | "
                      f"{_cell(row['gflops'])} | {_cell(fraction, 0)} | {_cell(row['vs_torchvision'], 2)} | "
+                     f"{_cell(row.get('cpu_images_per_second'))} | {_cell(row.get('vs_torchvision_cpu'), 2)} | "
                      f"{row['note']} |")
     return "\n".join(lines)
 
@@ -593,7 +619,8 @@ def run_benchmark(settings: Settings, log: Callable[[str], None] = print) -> dic
         "machine": machine_info(),
         "load_average": {"start": list(load_start), "end": list(os.getloadavg())},
         "matmul": {"size": settings.matmul_size, "gflops": matmul_flops / 1e9,
-                   "runs_gflops": [matmul.work / s / 1e9 for s in matmul.seconds]},
+                   "runs_gflops": [matmul.work / s / 1e9 for s in matmul.seconds],
+                   "cpu_gflops": (matmul.cpu_rate or 0) / 1e9},
         "model": facts,
         "results": rows,
         "pipeline": pipeline,

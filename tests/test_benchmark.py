@@ -34,17 +34,19 @@ def test_tflite_none_and_defaults():
 def test_measure_interleaves_rounds_after_warmup():
     calls = []
     first = Contender("a", "inference", lambda: calls.append("a"), work=1)
-    second = Contender("b", "inference", lambda: calls.append("b") or 0.5, work=1)  # times itself
+    second = Contender("b", "inference", lambda: calls.append("b") or (0.5, 0.8), work=1)  # times itself
     measure([first, second], warmup=2, runs=3, log=lambda _: None)
     assert calls == ["a", "a", "b", "b"] + ["a", "b"] * 3
-    assert len(first.seconds) == 3 and second.seconds == [0.5, 0.5, 0.5]
+    assert len(first.seconds) == 3 and len(first.cpu_seconds) == 3
+    assert second.seconds == [0.5, 0.5, 0.5] and second.cpu_seconds == [0.8, 0.8, 0.8]
 
 
 def test_summary_ratios():
     contenders = [
-        Contender("keras training", "training", lambda: None, work=32, flops_per_image=6e9, seconds=[2.0, 4.0, 3.0]),
+        Contender("keras training", "training", lambda: None, work=32, flops_per_image=6e9, seconds=[2.0, 4.0, 3.0],
+                  cpu_seconds=[4.0, 4.0, 4.0]),
         Contender("torchvision training", "training", lambda: None, work=32, flops_per_image=6e9,
-                  seconds=[4.0, 4.0], baseline=True),
+                  seconds=[4.0, 4.0], cpu_seconds=[16.0, 16.0], baseline=True),
         Contender("pipeline only", "pipeline", lambda: None, work=100, seconds=[1.0]),
     ]
     rows = {row["name"]: row for row in summarise(contenders, matmul_flops=200e9)}
@@ -53,7 +55,10 @@ def test_summary_ratios():
     assert keras_row["gflops"] == pytest.approx(32 / 3.0 * 6)
     assert keras_row["matmul_fraction"] == pytest.approx(32 / 3.0 * 6 / 200)
     assert keras_row["vs_torchvision"] == pytest.approx(4.0 / 3.0)
+    assert keras_row["vs_torchvision_cpu"] == pytest.approx(4.0)
+    assert keras_row["cpu_images_per_second"] == pytest.approx(32 / 4.0 * benchmark.os.cpu_count())
     assert rows["pipeline only"]["gflops"] is None and rows["pipeline only"]["vs_torchvision"] is None
+    assert rows["pipeline only"]["cpu_images_per_second"] is None
     table = format_table(list(rows.values()))
     assert table.splitlines()[0].startswith("| what | task | images/s | GFLOP/s")
     assert "| keras training | training | 10.7 | 64.0 | 32 | 1.33 |" in table
