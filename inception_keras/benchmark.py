@@ -65,6 +65,7 @@ from .variants import VARIANTS
 
 TFLITE_QUANTIZATIONS = ("float32", "float16", "dynamic", "int8")
 HEADS = ("main", "aux1", "aux2")
+PIPELINE_ONLY_BATCHES = 200
 TORCH_WORKER = ("import sys, torch, torchvision; from inception_keras.benchmark import torch_worker; "
                 "sys.exit(torch_worker(sys.argv[1:]))")
 
@@ -393,9 +394,11 @@ def pipeline_contenders(settings: Settings) -> tuple[list[Contender], dict[str, 
     info = {"dataset": settings.dataset, "image_size": settings.pipeline_image_size,
             "input_shape": list(bundle.input_shape), "num_classes": bundle.num_classes,
             "train_images": bundle.counts.get("train"), "augment": bundle.augment}
+    # Enough batches that the prefetch buffer (filled while other contenders run) is a small part of a run.
+    pulled = max(PIPELINE_ONLY_BATCHES, 20 * settings.steps)
     return [
-        Contender("pipeline only", "pipeline", repeat(lambda: next(loose), 20 * settings.steps),
-                  work=20 * images, note=f"{settings.dataset}, {settings.pipeline_image_size} px, no model"),
+        Contender("pipeline only", "pipeline", repeat(lambda: next(loose), pulled), work=pulled * settings.batch_size,
+                  note=f"{settings.dataset}, {settings.pipeline_image_size} px, no model"),
         Contender("training, real pipeline", "pipeline", repeat(from_pipeline, settings.steps), work=images,
                   flops_per_image=flops, note=f"{settings.dataset} train_dataset(), augment={bundle.augment}"),
         Contender("training, in-memory batch", "pipeline",
