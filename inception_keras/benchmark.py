@@ -13,6 +13,8 @@ batch size and precision, in one process and under the same load:
   folded into the convs, dropout removed), both through ``predict_on_batch``;
 * with ``--xla``: the same training step and optimised inference with
   ``jit_compile=True``;
+* with ``--also-variants``: the training step and optimised inference of other
+  variants (e.g. ``paper``), timed in the same rounds;
 * ``tflite``: the optimised model converted with
   :func:`~inception_keras.export.export_tflite` (``--tflite`` picks float32,
   float16, dynamic, int8; int8 is calibrated on random images here, which is
@@ -75,6 +77,7 @@ class Settings:
     """What to benchmark (one command line)."""
 
     variant: str = "bn"
+    also_variants: tuple[str, ...] = ()
     image_size: int = 224
     batch_size: int = 32
     num_classes: int = 1000
@@ -208,10 +211,11 @@ def repeat(step: Callable[[], Any], steps: int) -> Callable[[], None]:
     return run
 
 
-def build_model(settings: Settings, input_shape: tuple[int, int, int], num_classes: int) -> keras.Model:
-    """The three-head GoogLeNet under the benchmark's precision."""
+def build_model(settings: Settings, input_shape: tuple[int, int, int], num_classes: int,
+                variant: str | None = None) -> keras.Model:
+    """The three-head GoogLeNet (``settings.variant`` unless given) under the benchmark's precision."""
     with policy_scope(settings_policy(settings)):
-        return build_googlenet(num_classes, input_shape=input_shape, variant=settings.variant)
+        return build_googlenet(num_classes, input_shape=input_shape, variant=variant or settings.variant)
 
 
 def settings_policy(settings: Settings) -> str:
@@ -494,6 +498,9 @@ def build_parser() -> ArgumentParser:
                             description="Measure GoogLeNet training / inference throughput against the machine's "
                                         "matmul limit and torchvision, and the input pipeline.")
     parser.add_argument("--variant", default=d.variant, choices=tuple(VARIANTS), help=f"default {d.variant}")
+    parser.add_argument("--also-variants", default="",
+                        help="comma-separated other variants whose training step and optimised inference are "
+                             "timed in the same rounds (e.g. paper,torchvision)")
     parser.add_argument("--image-size", type=int, default=d.image_size, help=f"default {d.image_size}")
     parser.add_argument("--batch-size", type=int, default=d.batch_size, help=f"default {d.batch_size}")
     parser.add_argument("--num-classes", type=int, default=d.num_classes, help=f"default {d.num_classes}")
@@ -527,7 +534,10 @@ def settings_from_args(argv: Sequence[str] | None = None) -> Settings:
     tflite = () if args.tflite.strip().lower() in ("", "none") else tuple(
         q.strip() for q in args.tflite.split(",") if q.strip())
     unknown = [q for q in tflite if q not in TFLITE_QUANTIZATIONS]
+    also = tuple(v.strip() for v in args.also_variants.split(",") if v.strip())
     checks = [
+        (all(v in VARIANTS for v in also),
+         f"--also-variants: choose from {', '.join(VARIANTS)}, got {args.also_variants}"),
         (not unknown, f"--tflite: unknown {', '.join(unknown)}; choose from {', '.join(TFLITE_QUANTIZATIONS)} "
                       "or none"),
         (args.image_size >= MIN_INPUT_SIZE, f"--image-size must be at least {MIN_INPUT_SIZE}"),
@@ -543,7 +553,8 @@ def settings_from_args(argv: Sequence[str] | None = None) -> Settings:
     for ok, message in checks:
         if not ok:
             raise UserError(message)
-    return Settings(variant=args.variant, image_size=args.image_size, batch_size=args.batch_size,
+    return Settings(variant=args.variant, also_variants=tuple(v for v in also if v != args.variant),
+                    image_size=args.image_size, batch_size=args.batch_size,
                     num_classes=args.num_classes, channels=args.channels, precision=args.precision,
                     warmup=args.warmup, runs=args.runs, steps=args.steps, xla=args.xla, tflite=tflite,
                     torch=not args.no_torch, torch_channels_last=not args.torch_contiguous,
@@ -571,6 +582,11 @@ def keras_contenders(settings: Settings, workdir: Path) -> tuple[list[Contender]
         contenders.insert(1, training_contender("keras training (XLA)", xla_model, batch, settings.steps, True))
         contenders.append(inference_contender("keras inference, BN folded (XLA)", export_model(model), batch[0],
                                               settings.steps, True))
+    for variant in settings.also_variants:
+        other = build_model(settings, shape, settings.num_classes, variant)
+        contenders += [training_contender(f"keras training, {variant}", other, batch, settings.steps),
+                       inference_contender(f"keras inference, BN folded, {variant}", export_model(other), batch[0],
+                                           settings.steps)]
     tflite, notes = tflite_contenders(settings, optimised, batch[0], workdir)
     return contenders + tflite, facts, notes
 

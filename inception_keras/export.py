@@ -429,6 +429,11 @@ def output_paths(output_dir: Path, formats: Sequence[str]) -> dict[str, Path]:
     return {f: output_dir / names.get(f, f"model_{f.removeprefix('tflite-')}.tflite") for f in formats}
 
 
+def default_output_dir(given: Path, model_path: Path, run_dir: Path | None) -> Path:
+    """``RUN_DIR/export`` for a run directory, ``<model>_export/`` beside a model file."""
+    return run_dir / "export" if run_dir and given.is_dir() else model_path.with_name(f"{model_path.stem}_export")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Export and check; print one line per format. Returns the exit status."""
     from .evaluate import load_model, locate_model, read_run_config
@@ -437,8 +442,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.check_images < 0 or args.calibration_images < 1:
         raise UserError("--check-images must be >= 0 and --calibration-images >= 1")
     model_path, run_dir = locate_model(args.model)
-    output_dir = Path(args.output_dir) if args.output_dir else (
-        run_dir / "export" if run_dir and Path(args.model).is_dir() else model_path.with_name(f"{model_path.stem}_export"))
+    output_dir = Path(args.output_dir) if args.output_dir else default_output_dir(Path(args.model), model_path, run_dir)
     paths = output_paths(output_dir, dict.fromkeys(args.format))
     existing = [str(p) for p in [*paths.values(), output_dir / "export.json"] if p.exists()]
     if existing and not args.overwrite:

@@ -15,6 +15,7 @@ from inception_keras.errors import UserError, run_cli
     (["--runs", "0"], "--runs"),
     (["--output", "results.txt"], ".json"),
     (["--variant", "resnet"], "invalid choice"),
+    (["--also-variants", "paper,resnet"], "--also-variants"),
 ])
 def test_user_errors_exit_2_and_write_nothing(tmp_path, capsys, argv, message):
     output = tmp_path / "bench.json"
@@ -29,6 +30,7 @@ def test_tflite_none_and_defaults():
     settings = benchmark.settings_from_args(["--tflite", "none"])
     assert settings.tflite == () and settings.variant == "bn" and settings.image_size == 224
     assert benchmark.settings_from_args([]).tflite == ("float32", "dynamic", "int8")
+    assert benchmark.settings_from_args(["--also-variants", "paper, bn"]).also_variants == ("paper",)
 
 
 def test_measure_interleaves_rounds_after_warmup():
