@@ -71,8 +71,35 @@ class EpochRecorder(keras.callbacks.Callback):
         self.state.epochs_done = epoch + 1
         self.state.history.append(row)
         self.state.ema_weights_in_model = self.ema
+        self.state.rng_states = rng_states(self.model)
         self.run_dir.commit_epoch(self.state, lambda path: self.model.save(path))
         write_text(self.run_dir.file("history.csv"), history_csv(self.state.history))
+
+
+def seed_generators(model: keras.Model) -> dict[str, keras.random.SeedGenerator]:
+    """The random seed generators of the model's layers (dropout), keyed by layer name.
+
+    ``model.save`` does not store their state, so a resumed run restores it from
+    the run state; otherwise its dropout masks would differ from an uninterrupted
+    run's.  Keyed by the stable layer names: the generators' own variable names
+    depend on how many were created before in the process.
+    """
+    return {layer.name: layer.seed_generator for layer in model.layers
+            if isinstance(getattr(layer, "seed_generator", None), keras.random.SeedGenerator)}
+
+
+def rng_states(model: keras.Model) -> dict[str, list[int]]:
+    """The state of every layer's seed generator, as JSON-friendly lists."""
+    return {name: keras.ops.convert_to_numpy(g.state).tolist() for name, g in seed_generators(model).items()}
+
+
+def restore_rng_states(model: keras.Model, states: dict[str, list[int]]) -> None:
+    """Put back states saved with :func:`rng_states`."""
+    generators = seed_generators(model)
+    if set(generators) != set(states):
+        raise ValueError(f"the checkpoint has random states for {sorted(states)}, the model for {sorted(generators)}")
+    for name, state in states.items():
+        generators[name].state.assign(state)
 
 
 def history_csv(rows: list[dict[str, Any]]) -> str:

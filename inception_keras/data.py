@@ -48,8 +48,10 @@ are never augmented and come in the same order on every pass):
 * ``none``: training images equal the evaluation images (only the order differs).
 
 Crops, flips and resizing are one vectorised ``tf.image.crop_and_resize`` per
-batch, with per-batch stateless seeds drawn from ``seed``: a run is repeatable,
-and each epoch sees a new shuffle and new augmentations.
+batch.  Shuffling and augmentation are stateless functions of ``(seed, epoch,
+batch)``: a run is repeatable, each epoch sees a new shuffle and new
+augmentations, and a resumed run sees exactly the epochs it missed
+(``train_dataset(epochs=range(k, n))``).
 
 Images whose sizes differ are resized (squashed, like Caffe's ImageNet LMDBs) to a
 stored square of ``ceil(image_size * 8 / 7)`` px (256 for 224) when decoded; crops
@@ -238,31 +240,56 @@ class DataBundle:
     source_size: tuple[int, int] | None
     augment: str = "none"
     splits: dict[str, _Split] = field(default_factory=dict, repr=False)
+    _streams: dict[str, tf.data.Dataset] = field(default_factory=dict, repr=False)
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
         """Shape of one delivered image: what the model's input must be."""
         return (self.config.image_size, self.config.image_size, self.channels)
 
-    def train_dataset(self, heads: Sequence[str] | None = DEFAULT_HEADS) -> tf.data.Dataset:
-        """One augmented, shuffled epoch of the training split per iteration.
+    def train_dataset(self, heads: Sequence[str] | None = DEFAULT_HEADS, epochs: Sequence[int] | None = None,
+                      max_batches: int | None = None) -> tf.data.Dataset:
+        """Augmented, shuffled training batches.
 
         Labels are ``{head: label}`` (the same label for every output head) or plain
-        int labels when ``heads`` is None.  Shuffle and augmentation are seeded and
-        change from epoch to epoch.
+        int labels when ``heads`` is None.
+
+        With ``epochs=None`` each iteration of the dataset is one epoch with a fresh
+        shuffle and fresh augmentations (for ``model.fit(ds, epochs=n)``).  With
+        ``epochs=range(k, n)`` the dataset is those epochs back to back, each a pure
+        function of ``(seed, epoch)``: a run resumed at epoch ``k`` sees exactly the
+        batches an uninterrupted run saw (use it with ``fit(steps_per_epoch=...)``).
         """
         heads = _check_heads(heads)
-        seed = self.config.seed
-        batches = self._batches("train", shuffle_seed=seed)
-        random_seeds = tf.data.Dataset.random(seed=seed + 1, rerandomize_each_iteration=True).batch(2)
+        if isinstance(self._split("train"), _StreamSplit):
+            self._stream("train")  # build the cache outside flat_map's graph, where every epoch can share it
+        if epochs is None:
+            # one fresh random key per pass over the dataset
+            keys = tf.data.Dataset.random(seed=self.config.seed, rerandomize_each_iteration=True).take(1)
+        else:
+            keys = tf.data.Dataset.from_tensor_slices(tf.constant(list(epochs), tf.int64))
+        per_epoch = min(self.steps_per_epoch(), max_batches or self.steps_per_epoch())
+        ds = keys.flat_map(lambda key: self._train_epoch(key).take(per_epoch))
+        ds = ds.apply(tf.data.experimental.assert_cardinality(per_epoch * (1 if epochs is None else len(epochs))))
+        return _finish(ds, heads)
+
+    def steps_per_epoch(self) -> int:
+        """Training batches in one epoch (the last one may be partial)."""
+        return math.ceil(self.counts["train"] / self.config.batch_size)
+
+    def _train_epoch(self, key: tf.Tensor) -> tf.data.Dataset:
+        """One epoch of augmented training batches, determined by ``(config.seed, key)``."""
+        seed = tf.stack([tf.constant(self.config.seed, tf.int64), key])
         size, channels, augment = self.config.image_size, self.channels, self.augment
+        batch_seeds = tf.data.Dataset.range(self.steps_per_epoch()).map(
+            lambda index: tf.stack([seed[0] * 1_000_003 + seed[1], index]))
 
         def prepare(batch: tuple[tf.Tensor, tf.Tensor], batch_seed: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
             images, labels = batch
             return _augment(images, size, channels, augment, batch_seed), labels
 
-        ds = tf.data.Dataset.zip(batches, random_seeds).map(prepare, num_parallel_calls=tf.data.AUTOTUNE)
-        return _finish(ds, heads)
+        return tf.data.Dataset.zip(self._batches("train", shuffle_seed=seed), batch_seeds).map(
+            prepare, num_parallel_calls=tf.data.AUTOTUNE)
 
     def eval_dataset(self, split: str, heads: Sequence[str] | None = None,
                      image_size: int | None = None) -> tf.data.Dataset:
@@ -291,24 +318,32 @@ class DataBundle:
             raise UserError(f"unknown split {split!r}: use one of {', '.join(SPLITS)}")
         return self.splits[split]
 
-    def _batches(self, split: str, shuffle_seed: int | None) -> tf.data.Dataset:
-        """Batches of (uint8 images at stored size, int32 labels); shuffled when a seed is given."""
+    def _batches(self, split: str, shuffle_seed: tf.Tensor | None) -> tf.data.Dataset:
+        """Batches of (uint8 images at stored size, int32 labels); shuffled when a seed (shape [2]) is given."""
         source = self._split(split)
         batch_size = self.config.batch_size
         if isinstance(source, _ArraySplit):
             images, labels = tf.constant(source.images), tf.constant(source.labels)
-            order = tf.data.Dataset.range(source.count)
+            order = tf.range(source.count, dtype=tf.int64)
             if shuffle_seed is not None:
-                order = order.shuffle(source.count, seed=shuffle_seed, reshuffle_each_iteration=True)
-            return order.batch(batch_size).map(lambda i: (tf.gather(images, i), tf.gather(labels, i)),
-                                               num_parallel_calls=tf.data.AUTOTUNE)
-        ds = source.make().apply(tf.data.experimental.assert_cardinality(source.count))  # lets Keras count steps
-        if self.config.cache and _fits_in_memory(source.count * math.prod(source.shape)):
-            ds = ds.cache()
+                order = tf.random.experimental.stateless_shuffle(order, seed=shuffle_seed)
+            return tf.data.Dataset.from_tensor_slices(order).batch(batch_size).map(
+                lambda i: (tf.gather(images, i), tf.gather(labels, i)), num_parallel_calls=tf.data.AUTOTUNE)
+        ds = self._stream(split)
         if shuffle_seed is not None:
-            ds = ds.shuffle(min(self.config.shuffle_buffer, source.count), seed=shuffle_seed,
-                            reshuffle_each_iteration=True)
+            ds = ds.shuffle(min(self.config.shuffle_buffer, source.count),
+                            seed=shuffle_seed[0] * 1_000_003 + shuffle_seed[1], reshuffle_each_iteration=False)
         return ds.batch(batch_size, num_parallel_calls=tf.data.AUTOTUNE)
+
+    def _stream(self, split: str) -> tf.data.Dataset:
+        """The decoded examples of a streamed split, cached in memory (once per bundle) when they fit."""
+        if split not in self._streams:
+            source = self._split(split)
+            ds = source.make()
+            if self.config.cache and _fits_in_memory(source.count * math.prod(source.shape)):
+                ds = ds.cache()
+            self._streams[split] = ds
+        return self._streams[split]
 
 
 def _check_heads(heads: Sequence[str] | None) -> tuple[str, ...] | None:

@@ -45,6 +45,8 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        if tmp_path.exists():
+            tmp_path.chmod(0o644)  # mkstemp creates 0600; artifacts are meant to be shared
         os.replace(tmp_path, final)
     finally:
         if tmp_path.exists():
@@ -82,6 +84,7 @@ class RunState:
     best_metric: float | None = None
     best_epoch: int | None = None
     ema_weights_in_model: bool = False
+    rng_states: dict[str, list[int]] = field(default_factory=dict)  # dropout seed generators (not in .keras files)
     history: list[dict[str, float]] = field(default_factory=list)
 
 

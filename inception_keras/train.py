@@ -20,8 +20,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import dataclasses
-import math
 import platform
 import sys
 import time
@@ -33,8 +31,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from . import evaluate, plots
-from .callbacks import EpochRecorder, StopOnNonFiniteLoss, save_model_atomically
+from . import evaluate
+from .callbacks import EpochRecorder, StopOnNonFiniteLoss, restore_rng_states, save_model_atomically
 from .data import KNOWN_DATASETS, DataBundle, DataConfig, load_data
 from .errors import ArgumentParser, UserError, run_cli
 from .googlenet import build_googlenet
@@ -277,7 +275,7 @@ def monitor_of(config: TrainConfig) -> str:
 
 def steps_per_epoch(config: TrainConfig, bundle: DataBundle) -> int:
     """Training batches per epoch, after ``--max-train-batches``."""
-    steps = math.ceil(bundle.counts["train"] / config.data.batch_size)
+    steps = bundle.steps_per_epoch()
     return min(steps, config.max_train_batches or steps)
 
 
@@ -293,6 +291,21 @@ def new_model(config: TrainConfig, bundle: DataBundle) -> keras.Model:
                              label_smoothing=config.model.label_smoothing)
 
 
+def resume_model(config: TrainConfig, bundle: DataBundle, run_dir: RunDir, state) -> keras.Model:
+    """Rebuild the model and optimizer from the config, then load the checkpoint's weights and state.
+
+    Rebuilding (rather than ``keras.models.load_model``) keeps what a saved
+    optimizer config loses (the weight-decay exclusions); ``load_weights`` of a
+    ``.keras`` file restores the optimizer's variables too, and the dropout
+    generators are restored from the run state.
+    """
+    model = new_model(config, bundle)
+    model.optimizer.build(model.trainable_variables)
+    model.load_weights(run_dir.checkpoint_path(state))
+    restore_rng_states(model, state.rng_states)
+    return model
+
+
 def progress_mode(verbose: str) -> int:
     """Keras ``verbose``: a progress bar on a terminal, one line per epoch otherwise."""
     if verbose == "auto":
@@ -303,10 +316,10 @@ def progress_mode(verbose: str) -> int:
 def fit(model: keras.Model, config: TrainConfig, bundle: DataBundle, run_dir: RunDir, state) -> None:
     """Train from ``state.epochs_done`` to ``config.epochs``, committing every epoch."""
     heads = heads_of(config)
-    train_ds = bundle.train_dataset(heads)
+    # The remaining epochs back to back, each a function of (seed, epoch): resuming repeats nothing.
+    train_ds = bundle.train_dataset(heads, epochs=range(state.epochs_done, config.epochs),
+                                    max_batches=config.max_train_batches)
     val_ds = bundle.eval_dataset("val", heads=heads)
-    if config.max_train_batches:
-        train_ds = train_ds.take(config.max_train_batches)
     if config.max_val_batches:
         val_ds = val_ds.take(config.max_val_batches)
     guard = StopOnNonFiniteLoss()
@@ -322,7 +335,7 @@ def fit(model: keras.Model, config: TrainConfig, bundle: DataBundle, run_dir: Ru
         keras.callbacks.TensorBoard(log_dir=str(run_dir.file("logs")), write_graph=False),
     ]
     model.fit(train_ds, validation_data=val_ds, epochs=config.epochs, initial_epoch=state.epochs_done,
-              callbacks=callbacks, verbose=progress_mode(config.verbose), shuffle=False)
+              steps_per_epoch=steps_per_epoch(config, bundle), callbacks=callbacks, verbose=progress_mode(config.verbose), shuffle=False)
     if guard.where is not None:
         epoch, step = guard.where
         kept = f"the last good checkpoint (epoch {state.epochs_done}) is kept" if state.epochs_done else \
@@ -337,7 +350,7 @@ def finish(config: TrainConfig, bundle: DataBundle, run_dir: RunDir, state, star
     save_model_atomically(inference_model(best), run_dir.file("inference.keras"))
     reports = evaluate.evaluate_run_splits(best, bundle, splits=("train", "val", "test"), crops=1)
     evaluate.write_reports(reports, run_dir.path)
-    plots.plot_history(run_dir.file("history.csv"), run_dir.file("curves.png"))
+    evaluate.plot_reports(reports, bundle, run_dir.path, history_csv=run_dir.file("history.csv"))
     summary = {
         "run_dir": str(run_dir.path),
         "best_epoch": state.best_epoch,
@@ -365,7 +378,7 @@ def train(config: TrainConfig) -> dict[str, Any]:
     started = time.time()
     state = run_dir.load_state()
     if resuming:
-        model = keras.models.load_model(run_dir.checkpoint_path(state))
+        model = resume_model(config, bundle, run_dir, state)
         print(f"Resuming {run_dir.path} after epoch {state.epochs_done} of {config.epochs}")
     else:
         model = new_model(config, bundle)

@@ -532,3 +532,17 @@ def test_full_fashion_mnist_pipeline_throughput(fashion_mnist_dir):
         seen += int(images.shape[0])
     rate = seen / (time.monotonic() - started)
     assert rate > 500, f"{rate:.0f} images/s"
+
+
+def test_epochs_are_a_pure_function_of_seed_and_epoch(sample):
+    """A run resumed at epoch 2 gets exactly the batches an uninterrupted run got in its epoch 2."""
+    def images(ds):
+        return [b[0].numpy() for b in ds]
+
+    full = images(sample.train_dataset(heads=None, epochs=range(0, 3), max_batches=2))
+    resumed = images(sample.train_dataset(heads=None, epochs=range(2, 3), max_batches=2))
+    assert len(full) == 6 and len(resumed) == 2
+    np.testing.assert_array_equal(full[4], resumed[0])
+    np.testing.assert_array_equal(full[5], resumed[1])
+    assert not np.array_equal(full[0], full[2])  # epochs differ from each other
+    assert sample.train_dataset(epochs=range(3), max_batches=2).cardinality() == 6

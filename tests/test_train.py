@@ -3,6 +3,10 @@
 import csv
 import json
 import math
+import signal
+import subprocess
+import sys
+import time
 
 import keras
 import numpy as np
@@ -125,3 +129,91 @@ def test_bad_options_are_user_errors_and_write_nothing(argv, message, tmp_path):
     with pytest.raises(UserError, match=message):
         train_module.main(argv + ["--output-dir", str(tmp_path / "runs")])
     assert not (tmp_path / "runs").exists()
+
+
+def wait_for_epoch(state_file, epoch, process, timeout=600.0):
+    """Poll the run's committed state until ``epoch`` epochs are done (or the process ends)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and process.poll() is None:
+        if state_file.exists() and json.loads(state_file.read_text())["epochs_done"] >= epoch:
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"epoch {epoch} was never committed (exit code {process.poll()})")
+
+
+@pytest.mark.slow
+def test_sigkill_during_epoch_two_then_rerun_equals_an_uninterrupted_run(tiny_run, tmp_path):
+    argv = [sys.executable, "-m", "inception_keras.train", *TINY, "--output-dir", str(tmp_path), "--name", "killed"]
+    run_dir = tmp_path / "killed"
+    process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for_epoch(run_dir / "checkpoint" / "state.json", 1, process)
+        time.sleep(1.0)  # into epoch 2
+    finally:
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+    assert not (run_dir / "summary.json").exists()
+    assert [int(r["epoch"]) for r in read_history(run_dir)] == [1]
+    # no truncated file under a final name: every .keras file left behind loads
+    for path in run_dir.rglob("*.keras"):
+        if not path.name.startswith("."):
+            keras.models.load_model(path)
+
+    resumed = subprocess.run(argv, capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "Resuming" in resumed.stdout
+    assert read_history(run_dir) == read_history(tiny_run)  # each epoch once, same numbers
+    splits = lambda d: json.loads((d / "summary.json").read_text())["splits"]  # noqa: E731
+    assert splits(run_dir) == splits(tiny_run)
+
+
+def bad_input_cases(tmp_path):
+    """(argv, expected message part) for every user error the train command must explain in one line."""
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    not_images = tmp_path / "not_images"
+    for name in ("cats", "dogs"):
+        (not_images / name).mkdir(parents=True)
+        (not_images / name / "notes.txt").write_text("not an image")
+    single = tmp_path / "single" / "cats"
+    single.mkdir(parents=True)
+    (single / "c.png").write_bytes(b"")
+    corrupt = tmp_path / "corrupt"
+    for name in ("a", "b"):
+        (corrupt / name).mkdir(parents=True)
+        (corrupt / name / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
+    blocker = tmp_path / "blocker"
+    blocker.write_text("a file where the output directory should go")
+    finished = tmp_path / "runs" / "sample_bn_32px"
+    finished.mkdir(parents=True)
+    (finished / "config.json").write_text("{}")
+    (finished / "summary.json").write_text("{}")
+    return [
+        (["--dataset", str(tmp_path / "missing")], "does not exist"),
+        (["--dataset", str(empty)], "empty"),
+        (["--dataset", str(not_images)], "no images"),
+        (["--dataset", str(single.parent)], "needs at least 2"),
+        (["--dataset", str(corrupt)], "unreadable"),
+        (["--dataset", "imagenet9000"], "unknown dataset"),
+        (["--image-size", "16"], "at least 32"),
+        (["--variant", "inception_v3"], "invalid choice"),
+        (["--optimizer", "lamb"], "invalid choice"),
+        (["--batch-size", "0"], "--batch-size must be at least 1"),
+        (["--output-dir", str(blocker / "runs")], "not a writable directory"),
+        ([], "finished run; pass --overwrite"),
+    ]
+
+
+def test_bad_inputs_exit_2_with_one_error_line_and_write_nothing(tmp_path, capsys):
+    from inception_keras.errors import run_cli
+
+    runs = tmp_path / "runs"
+    for argv, message in bad_input_cases(tmp_path):
+        before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+        if "--output-dir" not in argv:
+            argv = argv + ["--output-dir", str(runs)]
+        status = run_cli(train_module.main, argv)
+        err = capsys.readouterr().err.strip().splitlines()
+        assert status == 2, (argv, err)
+        assert len(err) == 1 and err[0].startswith("error: ") and message in err[0], (argv, err)
+        assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before, argv
