@@ -41,14 +41,16 @@ class LRN(keras.layers.Layer):
         self.k = float(k)
 
     def call(self, inputs: tf.Tensor) -> tf.Tensor:
-        # tf.nn's LRN kernel only accepts float32/float16/bfloat16 in NHWC, which is what Keras gives it.
-        return tf.nn.local_response_normalization(
-            inputs,
+        # TensorFlow has no CPU LRN kernel for bfloat16: compute in float32 under mixed_bfloat16.
+        x = tf.cast(inputs, tf.float32) if inputs.dtype == tf.bfloat16 else inputs
+        normalized = tf.nn.local_response_normalization(
+            x,
             depth_radius=self.size // 2,
             bias=self.k,
             alpha=self.alpha / self.size,
             beta=self.beta,
         )
+        return tf.cast(normalized, inputs.dtype)
 
     def compute_output_shape(self, input_shape: tuple) -> tuple:
         return input_shape

@@ -217,3 +217,19 @@ def test_bad_inputs_exit_2_with_one_error_line_and_write_nothing(tmp_path, capsy
         assert status == 2, (argv, err)
         assert len(err) == 1 and err[0].startswith("error: ") and message in err[0], (argv, err)
         assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before, argv
+
+
+@pytest.mark.parametrize("variant", ["paper", "bn"])
+def test_mixed_bfloat16_builds_trains_and_keeps_softmax_in_float32(variant):
+    import tensorflow as tf
+
+    with train_module.dtype_policy("mixed_bfloat16"):
+        model = train_module.build_googlenet(7, input_shape=(32, 32, 3), variant=variant)
+    assert keras.config.dtype_policy().name == "float32"  # the global policy is restored
+    assert model.get_layer("inception_3a_5x5").compute_dtype == "bfloat16"
+    train_module.compile_googlenet(model, "adam")
+    x = tf.random.uniform((4, 32, 32, 3), -1, 1)
+    y = np.array([0, 1, 2, 3])
+    logs = model.train_on_batch(x, {"main": y, "aux1": y, "aux2": y}, return_dict=True)
+    assert math.isfinite(logs["loss"])
+    assert all(out.dtype == "float32" for out in model(x))
