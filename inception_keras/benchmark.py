@@ -103,10 +103,12 @@ class Contender:
 
     ``run`` returns None to be timed by the caller, or its own ``(wall, CPU)``
     seconds when the work happens in another process (the torch worker).
-    Besides wall-clock time every run records the CPU time its process used: on
-    a machine shared with other work, ``work / CPU seconds x cores`` is a
-    steadier estimate of the unloaded throughput than the wall clock (it still
-    counts spin-waiting threads, so it is a lower bound).
+    Besides wall-clock time every run records the CPU time its process used;
+    ``work / CPU seconds x cores`` is what the process would reach if it kept
+    every core busy.  On a quiet machine it matches the wall-clock rate; on a
+    shared one it is a rough guide only (it overstates code that does not scale
+    across cores and understates code whose threads spin-wait, like OpenMP), so
+    a gap between the two columns flags a contaminated run.
     """
 
     name: str
