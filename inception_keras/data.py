@@ -74,6 +74,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import difflib
+import functools
 import gzip
 import logging
 import math
@@ -269,7 +270,7 @@ class DataBundle:
         else:
             keys = tf.data.Dataset.from_tensor_slices(tf.constant(list(epochs), tf.int64))
         per_epoch = min(self.steps_per_epoch(), max_batches or self.steps_per_epoch())
-        ds = keys.flat_map(lambda key: self._train_epoch(key).take(per_epoch))
+        ds = keys.flat_map(functools.partial(self._train_epoch, batches=per_epoch))
         ds = ds.apply(tf.data.experimental.assert_cardinality(per_epoch * (1 if epochs is None else len(epochs))))
         return _finish(ds, heads)
 
@@ -277,8 +278,9 @@ class DataBundle:
         """Training batches in one epoch (the last one may be partial)."""
         return math.ceil(self.counts["train"] / self.config.batch_size)
 
-    def _train_epoch(self, key: tf.Tensor) -> tf.data.Dataset:
-        """One epoch of augmented training batches, determined by ``(config.seed, key)``."""
+    @tf.autograph.experimental.do_not_convert
+    def _train_epoch(self, key: tf.Tensor, batches: int) -> tf.data.Dataset:
+        """The first ``batches`` augmented training batches of the epoch determined by ``(config.seed, key)``."""
         seed = tf.stack([tf.constant(self.config.seed, tf.int64), key])
         size, channels, augment = self.config.image_size, self.channels, self.augment
         batch_seeds = tf.data.Dataset.range(self.steps_per_epoch()).map(
@@ -288,7 +290,7 @@ class DataBundle:
             images, labels = batch
             return _augment(images, size, channels, augment, batch_seed), labels
 
-        return tf.data.Dataset.zip(self._batches("train", shuffle_seed=seed), batch_seeds).map(
+        return tf.data.Dataset.zip(self._batches("train", shuffle_seed=seed), batch_seeds).take(batches).map(
             prepare, num_parallel_calls=tf.data.AUTOTUNE)
 
     def eval_dataset(self, split: str, heads: Sequence[str] | None = None,

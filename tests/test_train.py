@@ -233,3 +233,15 @@ def test_mixed_bfloat16_builds_trains_and_keeps_softmax_in_float32(variant):
     logs = model.train_on_batch(x, {"main": y, "aux1": y, "aux2": y}, return_dict=True)
     assert math.isfinite(logs["loss"])
     assert all(out.dtype == "float32" for out in model(x))
+
+
+@pytest.mark.slow
+def test_evaluate_command_reproduces_the_summary_of_a_trained_run(tiny_run, tmp_path, capsys):
+    from inception_keras import evaluate
+
+    assert evaluate.main([str(tiny_run), "--splits", "test", "--out", str(tmp_path / "eval")]) == 0
+    report = json.loads((tmp_path / "eval" / "report.json").read_text())
+    summary = json.loads((tiny_run / "summary.json").read_text())
+    assert list(report) == ["test"]
+    assert report["test"]["overall"]["accuracy"] == pytest.approx(summary["splits"]["test"]["accuracy"], abs=1e-9)
+    assert report["test"]["overall"]["loss"] == pytest.approx(summary["splits"]["test"]["loss"], rel=1e-5)
