@@ -51,7 +51,7 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Sequence
 
 import keras
 import numpy as np
@@ -60,7 +60,7 @@ import tensorflow as tf
 from .errors import ArgumentParser, UserError, run_cli
 from .export import TFLiteRunner, export_model, export_tflite
 from .flops import count_multiply_adds, inference_flops, training_flops
-from .googlenet import MIN_INPUT_SIZE, build_googlenet
+from .googlenet import MIN_INPUT_SIZE, build_googlenet, dtype_policy
 from .heads import compile_googlenet, inference_model
 from .runs import write_json
 from .variants import VARIANTS
@@ -184,17 +184,6 @@ def mixed_policy() -> str:
                     "this machine has neither: use --precision float32")
 
 
-@contextlib.contextmanager
-def policy_scope(name: str) -> Iterator[None]:
-    """Build layers under the Keras dtype policy ``name``, restoring the previous policy afterwards."""
-    previous = keras.config.dtype_policy()
-    keras.config.set_dtype_policy(name)
-    try:
-        yield
-    finally:
-        keras.config.set_dtype_policy(previous)
-
-
 # --------------------------------------------------------------------------- contenders
 
 
@@ -216,7 +205,7 @@ def repeat(step: Callable[[], Any], steps: int) -> Callable[[], None]:
 def build_model(settings: Settings, input_shape: tuple[int, int, int], num_classes: int,
                 variant: str | None = None) -> keras.Model:
     """The three-head GoogLeNet (``settings.variant`` unless given) under the benchmark's precision."""
-    with policy_scope(settings_policy(settings)):
+    with dtype_policy(settings_policy(settings)):
         return build_googlenet(num_classes, input_shape=input_shape, variant=variant or settings.variant)
 
 

@@ -22,7 +22,8 @@ Deviations from the paper / Caffe, for every variant:
 
 from __future__ import annotations
 
-from typing import Any
+import contextlib
+from typing import Any, Iterator
 
 import keras
 from keras import layers
@@ -175,6 +176,21 @@ def build_googlenet(
     if not aux_heads:
         return keras.Model(model_input, main, name=name)
     return keras.Model(model_input, [main, aux_outputs["aux1"], aux_outputs["aux2"]], name=name)
+
+
+@contextlib.contextmanager
+def dtype_policy(name: str) -> Iterator[None]:
+    """Build layers under a Keras dtype policy (e.g. ``"mixed_bfloat16"``), restoring the previous global one.
+
+    Keras' policy is process-wide; this scopes it to the model being built.  The
+    heads' softmax layers stay float32 whatever the policy.
+    """
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(name)
+    try:
+        yield
+    finally:
+        keras.config.set_dtype_policy(previous)
 
 
 def endpoints(model: keras.Model, names: tuple[str, ...] | None = None) -> dict[str, Any]:

@@ -19,13 +19,12 @@ completed epoch (``checkpoint/``); a finished run is never overwritten unless
 from __future__ import annotations
 
 import argparse
-import contextlib
 import platform
 import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Sequence
 
 import keras
 import numpy as np
@@ -35,7 +34,7 @@ from . import evaluate
 from .callbacks import EpochRecorder, StopOnNonFiniteLoss, restore_rng_states, save_model_atomically
 from .data import KNOWN_DATASETS, DataBundle, DataConfig, load_data
 from .errors import ArgumentParser, UserError, run_cli
-from .googlenet import build_googlenet
+from .googlenet import build_googlenet, dtype_policy
 from .heads import compile_googlenet, inference_model
 from .optim import OPTIMIZERS, SCHEDULES, OptimConfig, make_optimizer
 from .runs import CONFIG_FILE, SUMMARY_FILE, RunDir, check_writable, prepare, write_json
@@ -244,17 +243,6 @@ def validate(config: TrainConfig) -> None:
     for ok, message in checks:
         if not ok:
             raise UserError(message)
-
-
-@contextlib.contextmanager
-def dtype_policy(name: str) -> Iterator[None]:
-    """Build layers under a Keras dtype policy, restoring the previous global policy afterwards."""
-    previous = keras.config.dtype_policy()
-    keras.config.set_dtype_policy(name)
-    try:
-        yield
-    finally:
-        keras.config.set_dtype_policy(previous)
 
 
 def versions() -> dict[str, str]:
