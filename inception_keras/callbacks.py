@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import math
 from typing import Any
 
@@ -105,14 +107,11 @@ def restore_rng_states(model: keras.Model, states: dict[str, list[int]]) -> None
 def history_csv(rows: list[dict[str, Any]]) -> str:
     """The history as CSV text, ``epoch`` first, then every other column sorted."""
     columns = ["epoch"] + sorted({k for row in rows for k in row} - {"epoch"})
-    lines = [",".join(columns)]
-    for row in rows:
-        lines.append(",".join(_format(row.get(c, "")) for c in columns))
-    return "\n".join(lines) + "\n"
-
-
-def _format(value: Any) -> str:
-    return repr(float(value)) if isinstance(value, float) else str(value)
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=columns, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return out.getvalue()
 
 
 def save_model_atomically(model: keras.Model, path) -> None:
