@@ -333,8 +333,7 @@ class DataBundle:
                 lambda i: (tf.gather(images, i), tf.gather(labels, i)), num_parallel_calls=tf.data.AUTOTUNE)
         ds = self._stream(split)
         if shuffle_seed is not None:
-            ds = ds.shuffle(min(self.config.shuffle_buffer, source.count),
-                            seed=shuffle_seed[0] * 1_000_003 + shuffle_seed[1], reshuffle_each_iteration=False)
+            ds = _block_shuffle(ds, min(self.config.shuffle_buffer, source.count), shuffle_seed)
         return ds.batch(batch_size, num_parallel_calls=tf.data.AUTOTUNE)
 
     def _stream(self, split: str) -> tf.data.Dataset:
@@ -346,6 +345,23 @@ class DataBundle:
                 ds = ds.cache()
             self._streams[split] = ds
         return self._streams[split]
+
+
+def _block_shuffle(ds: tf.data.Dataset, block: int, seed: tf.Tensor) -> tf.data.Dataset:
+    """Permute each run of ``block`` consecutive examples by stateless random keys of ``seed`` (shape [2]).
+
+    A stateless stand-in for ``Dataset.shuffle`` (whose seed cannot be a tensor
+    when the global seed is 0): the order is a pure function of the seed, so an
+    epoch is reproducible on its own; examples never leave their block.
+    """
+    def permute(images: tf.Tensor, labels: tf.Tensor, keys: tf.Tensor):
+        order = tf.argsort(keys)
+        return tf.gather(images, order), tf.gather(labels, order)
+
+    keys = tf.data.Dataset.range(2**62).map(
+        lambda i: tf.random.stateless_uniform([], tf.stack([seed[0] * 1_000_003 + seed[1], i])))
+    blocks = tf.data.Dataset.zip(ds, keys).map(lambda example, key: (*example, key)).batch(block)
+    return blocks.map(permute).unbatch()
 
 
 def _check_heads(heads: Sequence[str] | None) -> tuple[str, ...] | None:
