@@ -59,7 +59,7 @@ then come from that square.  Sources of one fixed size up to that side (MNIST,
 CIFAR) are kept at their own size.
 Decoded, pre-augmentation images are cached in memory when they take at most a
 quarter of the machine's RAM (``cache=True``); in-memory arrays (sample, IDX) are
-shuffled completely, streamed sources (files, TFDS) through ``shuffle_buffer``.
+shuffled completely, streamed sources (files, TFDS) in blocks of ``shuffle_buffer`` examples.
 
 Throughput of the pipeline alone (no model), 2 CPU cores shared with other jobs
 (load average about 5), batch 64: the full Fashion-MNIST training split (54,000
