@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import keras
 from keras import layers
 
+from .layers import FusedBatchNormalization
 from .variants import Variant
 
 # Side of the aux heads' pooled map: the paper's 5x5/3 pool turns 4a/4d's 14x14 into 4x4.
@@ -47,8 +48,8 @@ def conv_unit(x, filters: int, kernel_size: int, name: str, variant: Variant, st
     x = layers.Conv2D(filters, kernel_size, strides=strides, padding=padding, use_bias=not variant.batch_norm,
                       name=name)(x)
     if variant.batch_norm:
-        x = layers.BatchNormalization(epsilon=variant.bn_epsilon, momentum=variant.bn_momentum,
-                                      name=f"{name}_bn")(x)
+        x = FusedBatchNormalization(epsilon=variant.bn_epsilon, momentum=variant.bn_momentum,
+                                    name=f"{name}_bn")(x)
     return layers.ReLU(name=f"{name}_relu")(x)
 
 

@@ -1,10 +1,12 @@
-"""LRN against a NumPy implementation of Caffe's formula, and its serialization."""
+"""LRN against a NumPy implementation of Caffe's formula and TensorFlow's kernel (values and gradients),
+its serialization, and FusedBatchNormalization against keras.layers.BatchNormalization."""
 
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
-from inception_keras.layers import LRN
+from inception_keras.layers import LRN, FusedBatchNormalization
 
 
 def caffe_lrn(a: np.ndarray, size: int = 5, alpha: float = 1e-4, beta: float = 0.75, k: float = 1.0) -> np.ndarray:
@@ -47,3 +49,96 @@ def test_lrn_config_round_trip():
 def test_lrn_rejects_even_or_non_positive_size(size):
     with pytest.raises(ValueError, match="positive odd"):
         LRN(size=size)
+
+
+def lrn_reference(x, size=5, alpha=1e-4, beta=0.75, k=1.0):
+    """TensorFlow's own LRN kernel with Caffe's alpha / n."""
+    return tf.nn.local_response_normalization(x, size // 2, k, alpha / size, beta)
+
+
+def value_and_gradient(fn, x):
+    weights = tf.sin(tf.range(x.shape[-1], dtype=tf.float32))  # a loss that weights every channel differently
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        y = fn(x)
+        loss = tf.reduce_sum(tf.cast(y, tf.float32) * weights)
+    return y, tape.gradient(loss, x)
+
+
+@pytest.mark.parametrize("beta, scale", [(0.75, 1.0), (0.75, 30.0), (0.5, 10.0), (0.6, 10.0)])
+def test_lrn_gradient_matches_tensorflows_kernel(beta, scale):
+    x = tf.constant(np.random.default_rng(0).standard_normal((2, 5, 5, 13)) * scale, tf.float32)
+    layer = LRN(beta=beta, alpha=1e-3)
+    y, grad = value_and_gradient(layer, x)
+    y_ref, grad_ref = value_and_gradient(lambda t: lrn_reference(t, beta=beta, alpha=1e-3), x)
+    np.testing.assert_allclose(y.numpy(), y_ref.numpy(), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(grad.numpy(), grad_ref.numpy(), rtol=1e-4, atol=1e-5)
+
+
+def test_lrn_gradient_inside_a_compiled_function():
+    x = tf.constant(np.random.default_rng(1).standard_normal((1, 4, 4, 8)) * 20, tf.float32)
+    layer = LRN()
+    compiled = tf.function(lambda t: value_and_gradient(layer, t)[1])
+    np.testing.assert_allclose(compiled(x).numpy(), value_and_gradient(lrn_reference, x)[1].numpy(), rtol=1e-4,
+                               atol=1e-5)
+
+
+def test_lrn_runs_in_bfloat16_on_cpu():
+    x = tf.constant(np.random.default_rng(2).standard_normal((1, 4, 4, 8)) * 20, tf.float32)
+    y, grad = value_and_gradient(LRN(dtype="mixed_bfloat16"), tf.cast(x, tf.bfloat16))
+    assert y.dtype == tf.bfloat16 and grad.dtype == tf.bfloat16
+    np.testing.assert_allclose(tf.cast(y, tf.float32).numpy(), lrn_reference(x).numpy(), rtol=2e-2, atol=2e-2)
+
+
+def twin_layers(momentum=0.9, **kwargs):
+    """A Keras BatchNormalization and a FusedBatchNormalization with the same non-trivial weights."""
+    rng = np.random.default_rng(3)
+    plain = keras.layers.BatchNormalization(momentum=momentum, epsilon=1e-3, **kwargs)
+    fused = FusedBatchNormalization(momentum=momentum, epsilon=1e-3, **kwargs)
+    for layer in (plain, fused):
+        layer.build((None, 6, 6, 5))
+    weights = {"gamma": rng.uniform(0.5, 1.5, 5), "beta": rng.normal(0, 0.3, 5), "moving_mean": rng.normal(0, 0.5, 5),
+               "moving_variance": rng.uniform(0.5, 2, 5)}
+    weights = [weights[w.name] for w in plain.weights]
+    plain.set_weights(weights)
+    fused.set_weights(weights)
+    return plain, fused
+
+
+@pytest.mark.parametrize("training", [False, True])
+def test_fused_batchnorm_equals_keras(training):
+    plain, fused = twin_layers()
+    x = tf.constant(np.random.default_rng(4).normal(1.0, 2.0, (8, 6, 6, 5)), tf.float32)
+    np.testing.assert_allclose(fused(x, training=training).numpy(), plain(x, training=training).numpy(),
+                               rtol=1e-4, atol=1e-4)
+    for a, b in zip(fused.get_weights(), plain.get_weights()):  # moving statistics updated alike
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_fused_batchnorm_gradients_equal_keras():
+    plain, fused = twin_layers()
+    x = tf.constant(np.random.default_rng(5).normal(0.0, 1.5, (4, 6, 6, 5)), tf.float32)
+    grads = []
+    for layer in (plain, fused):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            loss = tf.reduce_sum(layer(x, training=True) ** 3)
+        grads.append(tape.gradient(loss, [x, *layer.trainable_weights]))
+    for a, b in zip(*grads):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-3, atol=1e-3)
+
+
+def test_fused_batchnorm_falls_back_and_serializes():
+    plain, fused = twin_layers(center=False)
+    x = tf.constant(np.random.default_rng(6).normal(size=(2, 6, 6, 5)), tf.float32)
+    np.testing.assert_allclose(fused(x).numpy(), plain(x).numpy(), rtol=1e-5, atol=1e-5)
+    rank2 = FusedBatchNormalization()
+    assert rank2(tf.ones((3, 4)), training=True).shape == (3, 4)  # Keras path
+    restored = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(fused))
+    assert isinstance(restored, FusedBatchNormalization) and restored.center is False
+
+
+def test_fused_batchnorm_keeps_bfloat16():
+    layer = FusedBatchNormalization(dtype="mixed_bfloat16")
+    y = layer(tf.ones((2, 3, 3, 4)), training=True)
+    assert y.dtype == tf.bfloat16
