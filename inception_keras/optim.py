@@ -31,6 +31,7 @@ class OptimConfig:
 
     optimizer: str = "adamw"
     learning_rate: float = 2e-3
+    lr_scaling: str = "none"  # "linear": learning_rate * global batch / 256 (applied by train.py)
     schedule: str = "cosine"
     warmup_epochs: float = 1.0
     weight_decay: float = 0.05

@@ -137,17 +137,22 @@ class RunDir:
         shutil.rmtree(self.checkpoint_dir, ignore_errors=True)
 
 
-def prepare(run_dir: RunDir, config: dict[str, Any], overwrite: bool, comparable: set[str]) -> bool:
+def prepare(run_dir: RunDir, config: dict[str, Any], overwrite: bool, comparable: set[str],
+            chief: bool = True) -> bool:
     """Apply the overwrite / resume policy; return True when resuming an interrupted run.
 
     * a new directory: start;
     * an interrupted run with the same settings (keys in ``comparable``): resume;
     * a finished run, or an interrupted run with other settings: refuse unless ``overwrite``.
+
+    Only the ``chief`` of a multi-worker run deletes anything; the other workers
+    take the same decision from what they read.
     """
     if run_dir.path.exists() and not run_dir.path.is_dir():
         raise UserError(f"{run_dir.path} exists and is not a directory; choose another --output-dir / --name")
-    if overwrite and run_dir.path.exists():
-        shutil.rmtree(run_dir.path)
+    if overwrite:
+        if chief and run_dir.path.exists():
+            shutil.rmtree(run_dir.path)
         return False
     if run_dir.is_finished():
         raise UserError(f"{run_dir.path} holds a finished run; pass --overwrite to replace it "

@@ -14,6 +14,11 @@ last: its presence marks the run as finished).
 Running the same command again resumes an interrupted run from its last
 completed epoch (``checkpoint/``); a finished run is never overwritten unless
 ``--overwrite`` is given.
+
+``--strategy`` trains on several GPUs, machines or a TPU with ``tf.distribute``
+(see ``distribute.py``): the model, optimizer and metrics are created in the
+strategy's scope, ``--batch-size`` is the global batch, and only the chief
+writes the run directory.
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ import argparse
 import platform
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -31,6 +36,8 @@ import numpy as np
 import tensorflow as tf
 
 from . import evaluate
+from .distribute import (LR_SCALINGS, STRATEGIES, for_strategy, is_chief, make_strategy, scaled_learning_rate,
+                         shard_by_data, task_name)
 from .callbacks import EpochRecorder, StopOnNonFiniteLoss, restore_rng_states, save_model_atomically
 from .data import KNOWN_DATASETS, DataBundle, DataConfig, load_data
 from .errors import ArgumentParser, UserError, run_cli
@@ -67,6 +74,8 @@ class TrainConfig:
     max_train_batches: int | None = None
     max_val_batches: int | None = None
     precision: str = "float32"
+    strategy: str = "auto"
+    tpu: str | None = None
     deterministic: bool = False
     overwrite: bool = False
     verbose: str = "auto"
@@ -120,7 +129,7 @@ OPTIONS: tuple[Option, ...] = (
            "dataset has no validation split", float),
     Option("--augment", "data", "augment", "training augmentation (validation/test are never augmented)", str,
            ("auto", "none", "flip_crop", "inception")),
-    Option("--batch-size", "data", "batch_size", "global batch size", int),
+    Option("--batch-size", "data", "batch_size", "global batch size (split across the replicas)", int),
     Option("--seed", "data", "seed", "seed of weights, split, shuffling and augmentation", int),
     Option("--variant", "model", "variant", "architecture variant", str, tuple(VARIANTS)),
     Option("--aux-heads", "model", "aux_heads", "train with the two auxiliary classifiers", boolean=True),
@@ -129,6 +138,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("--label-smoothing", "model", "label_smoothing", "label smoothing of every head's loss", float),
     Option("--optimizer", "optim", "optimizer", "optimizer (sgd uses momentum 0.9)", str, OPTIMIZERS),
     Option("--lr", "optim", "learning_rate", "peak learning rate", float),
+    Option("--lr-scaling", "optim", "lr_scaling", "none = use --lr as given; linear = --lr x global batch / 256",
+           str, LR_SCALINGS),
     Option("--schedule", "optim", "schedule", "learning-rate schedule: paper = x0.96 every 8 epochs, "
            "cosine = warm-up then cosine decay", str, SCHEDULES),
     Option("--warmup-epochs", "optim", "warmup_epochs", "warm-up length of the cosine schedule", float),
@@ -143,6 +154,9 @@ OPTIONS: tuple[Option, ...] = (
     Option("--max-val-batches", None, "max_val_batches", "cap on validation batches per epoch", int),
     Option("--precision", None, "precision", "float32, or mixed precision (mixed_bfloat16 on CPUs that "
            "support it, mixed_float16 on GPUs); softmax outputs stay float32", str, PRECISIONS),
+    Option("--strategy", None, "strategy", "tf.distribute strategy: auto = mirrored over several GPUs, else "
+           "default; multiworker reads TF_CONFIG; tpu needs --tpu", str, STRATEGIES),
+    Option("--tpu", None, "tpu", "TPU name or grpc:// address for --strategy tpu ('local' on a TPU VM)", str),
     Option("--deterministic", None, "deterministic", "enable TensorFlow op determinism", boolean=True),
     Option("--overwrite", None, "overwrite", "replace an existing run directory", boolean=True),
     Option("--verbose", None, "verbose", "progress: auto = progress bar on a terminal, one line per epoch "
@@ -208,7 +222,8 @@ def resumed_config(args: argparse.Namespace) -> TrainConfig:
         config = TrainConfig(data=DataConfig(**saved["data"]), model=ModelConfig(**saved["model"]),
                              optim=OptimConfig(**saved["optim"]),
                              **{k: saved[k] for k in ("epochs", "max_train_batches", "max_val_batches",
-                                                      "precision", "deterministic", "verbose")})
+                                                      "precision", "deterministic", "verbose")},
+                             strategy=saved.get("strategy", "auto"), tpu=saved.get("tpu"))
     except (KeyError, TypeError) as exc:
         raise UserError(f"{run / CONFIG_FILE} is not a config this version understands ({exc}); "
                         "start a new run") from None
@@ -239,6 +254,10 @@ def validate(config: TrainConfig) -> None:
                                              f"{', '.join(SCHEDULES)}"),
         (config.precision in PRECISIONS, f"unknown precision {config.precision!r}; choose one of "
                                          f"{', '.join(PRECISIONS)}"),
+        (config.strategy in STRATEGIES, f"unknown strategy {config.strategy!r}; choose one of "
+                                        f"{', '.join(STRATEGIES)}"),
+        (config.optim.lr_scaling in LR_SCALINGS, f"unknown --lr-scaling {config.optim.lr_scaling!r}; choose one "
+                                                 f"of {', '.join(LR_SCALINGS)}"),
     ]
     for ok, message in checks:
         if not ok:
@@ -251,9 +270,12 @@ def versions() -> dict[str, str]:
             "numpy": np.__version__}
 
 
-def heads_of(config: TrainConfig) -> tuple[str, ...]:
-    """Output names the data pipeline must label."""
-    return ("main", "aux1", "aux2") if config.model.aux_heads else ("main",)
+def heads_of(config: TrainConfig) -> tuple[str, ...] | None:
+    """Output names the data pipeline must label; None (plain labels) for the single-output model.
+
+    Keras 3 matches a dict of labels to outputs only for multi-output models.
+    """
+    return ("main", "aux1", "aux2") if config.model.aux_heads else None
 
 
 def monitor_of(config: TrainConfig) -> str:
@@ -267,19 +289,30 @@ def steps_per_epoch(config: TrainConfig, bundle: DataBundle) -> int:
     return min(steps, config.max_train_batches or steps)
 
 
-def new_model(config: TrainConfig, bundle: DataBundle) -> keras.Model:
-    """Build and compile the model the config describes."""
+def learning_rate_of(config: TrainConfig) -> float:
+    """The peak learning rate used: ``--lr``, scaled to the global batch by ``--lr-scaling``."""
+    return scaled_learning_rate(config.optim.learning_rate, config.optim.lr_scaling, config.data.batch_size)
+
+
+def new_model(config: TrainConfig, bundle: DataBundle,
+              strategy: tf.distribute.Strategy | None = None) -> keras.Model:
+    """Build and compile the model the config describes, with its variables in ``strategy``'s scope."""
     size = config.data.image_size
-    with dtype_policy(config.precision):
-        model = build_googlenet(bundle.num_classes, input_shape=(size, size, bundle.channels),
-                                variant=config.model.variant, aux_heads=config.model.aux_heads,
-                                dropout=config.model.dropout)
-    optimizer = make_optimizer(config.optim, steps_per_epoch(config, bundle), config.epochs)
-    return compile_googlenet(model, optimizer, aux_weight=config.model.aux_weight,
-                             label_smoothing=config.model.label_smoothing)
+    strategy = strategy or tf.distribute.get_strategy()
+    optim = replace(config.optim, learning_rate=learning_rate_of(config))
+    with strategy.scope():
+        with dtype_policy(config.precision):
+            model = build_googlenet(bundle.num_classes, input_shape=(size, size, bundle.channels),
+                                    variant=config.model.variant, aux_heads=config.model.aux_heads,
+                                    dropout=config.model.dropout)
+        model = for_strategy(model, strategy)
+        optimizer = make_optimizer(optim, steps_per_epoch(config, bundle), config.epochs)
+        return compile_googlenet(model, optimizer, aux_weight=config.model.aux_weight,
+                                 label_smoothing=config.model.label_smoothing)
 
 
-def resume_model(config: TrainConfig, bundle: DataBundle, run_dir: RunDir, state) -> keras.Model:
+def resume_model(config: TrainConfig, bundle: DataBundle, run_dir: RunDir, state,
+                 strategy: tf.distribute.Strategy | None = None) -> keras.Model:
     """Rebuild the model and optimizer from the config, then load the checkpoint's weights and state.
 
     Rebuilding (rather than ``keras.models.load_model``) keeps what a saved
@@ -287,8 +320,10 @@ def resume_model(config: TrainConfig, bundle: DataBundle, run_dir: RunDir, state
     ``.keras`` file restores the optimizer's variables too, and the dropout
     generators are restored from the run state.
     """
-    model = new_model(config, bundle)
-    model.optimizer.build(model.trainable_variables)
+    strategy = strategy or tf.distribute.get_strategy()
+    model = new_model(config, bundle, strategy)
+    with strategy.scope():
+        model.optimizer.build(model.trainable_variables)
     model.load_weights(run_dir.checkpoint_path(state))
     restore_rng_states(model, state.rng_states)
     return model
@@ -301,8 +336,9 @@ def progress_mode(verbose: str) -> int:
     return {"bar": 1, "epoch": 2, "none": 0}[verbose]
 
 
-def fit(model: keras.Model, config: TrainConfig, bundle: DataBundle, run_dir: RunDir, state) -> None:
-    """Train from ``state.epochs_done`` to ``config.epochs``, committing every epoch."""
+def fit(model: keras.Model, config: TrainConfig, bundle: DataBundle, run_dir: RunDir, state,
+        chief: bool = True) -> None:
+    """Train from ``state.epochs_done`` to ``config.epochs``; the ``chief`` commits every epoch."""
     heads = heads_of(config)
     # The remaining epochs back to back, each a function of (seed, epoch): resuming repeats nothing.
     train_ds = bundle.train_dataset(heads, epochs=range(state.epochs_done, config.epochs),
@@ -310,6 +346,7 @@ def fit(model: keras.Model, config: TrainConfig, bundle: DataBundle, run_dir: Ru
     val_ds = bundle.eval_dataset("val", heads=heads)
     if config.max_val_batches:
         val_ds = val_ds.take(config.max_val_batches)
+    train_ds, val_ds = shard_by_data(train_ds), shard_by_data(val_ds)
     guard = StopOnNonFiniteLoss()
     callbacks: list[keras.callbacks.Callback] = [guard]
     if config.optim.ema:
@@ -317,11 +354,12 @@ def fit(model: keras.Model, config: TrainConfig, bundle: DataBundle, run_dir: Ru
         # A resumed checkpoint was saved with the averaged weights swapped in (see EpochRecorder).
         swap._ema_weights_in_model = state.ema_weights_in_model
         callbacks.append(swap)
-    callbacks += [
-        EpochRecorder(run_dir, state, monitor_of(config), ema=config.optim.ema,
-                      save_best=lambda m: save_model_atomically(m, run_dir.file("model.keras"))),
-        keras.callbacks.TensorBoard(log_dir=str(run_dir.file("logs")), write_graph=False),
-    ]
+    if chief:  # the other workers train in lockstep but write nothing
+        callbacks += [
+            EpochRecorder(run_dir, state, monitor_of(config), ema=config.optim.ema,
+                          save_best=lambda m: save_model_atomically(m, run_dir.file("model.keras"))),
+            keras.callbacks.TensorBoard(log_dir=str(run_dir.file("logs")), write_graph=False),
+        ]
     model.fit(train_ds, validation_data=val_ds, epochs=config.epochs, initial_epoch=state.epochs_done,
               steps_per_epoch=steps_per_epoch(config, bundle), callbacks=callbacks, verbose=progress_mode(config.verbose), shuffle=False)
     if guard.where is not None:
@@ -355,25 +393,33 @@ def finish(config: TrainConfig, bundle: DataBundle, run_dir: RunDir, state, star
 def train(config: TrainConfig) -> dict[str, Any]:
     """Run (or resume) training as ``config`` says and return the summary written to ``summary.json``."""
     validate(config)
+    strategy = make_strategy(config.strategy, config.tpu)  # first: multi-worker set-up precedes other TF work
+    chief = is_chief(strategy)
     run_dir = RunDir(Path(config.output_dir) / config.run_name)
     check_writable(Path(config.output_dir))
     bundle = load_data(config.data)  # bad data fails here, before anything is written
     resolved = {**asdict(config), "run_name": config.run_name}
-    resuming = prepare(run_dir, resolved, config.overwrite, RESUME_KEYS)
+    resuming = prepare(run_dir, resolved, config.overwrite, RESUME_KEYS, chief=chief)
     keras.utils.set_random_seed(config.data.seed)
     if config.deterministic:
         tf.config.experimental.enable_op_determinism()
     started = time.time()
     state = run_dir.load_state()
     if resuming:
-        model = resume_model(config, bundle, run_dir, state)
+        model = resume_model(config, bundle, run_dir, state, strategy)
         print(f"Resuming {run_dir.path} after epoch {state.epochs_done} of {config.epochs}")
     else:
-        model = new_model(config, bundle)
-        write_json(run_dir.file(CONFIG_FILE), {**resolved, "versions": versions(),
-                                               "num_classes": bundle.num_classes,
-                                               "class_names": bundle.class_names})
-    fit(model, config, bundle, run_dir, state)
+        model = new_model(config, bundle, strategy)
+        if chief:
+            write_json(run_dir.file(CONFIG_FILE), {**resolved, "versions": versions(),
+                                                   "num_classes": bundle.num_classes,
+                                                   "class_names": bundle.class_names,
+                                                   "replicas": strategy.num_replicas_in_sync,
+                                                   "effective_learning_rate": learning_rate_of(config)})
+    fit(model, config, bundle, run_dir, state, chief)
+    if not chief:
+        print(f"{task_name(strategy)} finished training; the chief writes {run_dir.path}")
+        return {"run_dir": str(run_dir.path), "chief": False, "epochs": config.epochs}
     summary = finish(config, bundle, run_dir, state, started)
     print_summary(summary)
     return summary

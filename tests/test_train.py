@@ -1,6 +1,5 @@
 """The training command end to end on the bundled sample, with a tiny budget."""
 
-import csv
 import json
 import math
 import signal
@@ -17,6 +16,8 @@ from inception_keras import train as train_module
 from inception_keras.data import DataConfig, load_data
 from inception_keras.errors import UserError
 
+from helpers import read_history, wait_for_epoch
+
 TINY = ["--epochs", "2", "--max-train-batches", "3", "--max-val-batches", "2", "--batch-size", "32",
         "--image-size", "32", "--seed", "7", "--verbose", "epoch"]
 
@@ -28,11 +29,6 @@ def tiny_run(tmp_path_factory):
     summary = train_module.main(TINY + ["--output-dir", str(out), "--name", "tiny"])
     assert summary == 0
     return out / "tiny"
-
-
-def read_history(run_dir):
-    with open(run_dir / "history.csv", newline="") as f:
-        return list(csv.DictReader(f))
 
 
 @pytest.mark.slow
@@ -129,16 +125,6 @@ def test_bad_options_are_user_errors_and_write_nothing(argv, message, tmp_path):
     with pytest.raises(UserError, match=message):
         train_module.main(argv + ["--output-dir", str(tmp_path / "runs")])
     assert not (tmp_path / "runs").exists()
-
-
-def wait_for_epoch(state_file, epoch, process, timeout=600.0):
-    """Poll the run's committed state until ``epoch`` epochs are done (or the process ends)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and process.poll() is None:
-        if state_file.exists() and json.loads(state_file.read_text())["epochs_done"] >= epoch:
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"epoch {epoch} was never committed (exit code {process.poll()})")
 
 
 @pytest.mark.slow

@@ -1,0 +1,21 @@
+"""Helpers shared by the end-to-end tests that run the training command in subprocesses."""
+
+import csv
+import json
+import time
+
+
+def read_history(run_dir):
+    """The rows of a run's history.csv."""
+    with open(run_dir / "history.csv", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def wait_for_epoch(state_file, epoch, process, timeout=600.0):
+    """Poll the run's committed state until ``epoch`` epochs are done (or the process ends)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and process.poll() is None:
+        if state_file.exists() and json.loads(state_file.read_text())["epochs_done"] >= epoch:
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"epoch {epoch} was never committed (exit code {process.poll()})")
