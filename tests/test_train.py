@@ -18,8 +18,9 @@ from inception_keras.errors import UserError
 
 from helpers import read_history, wait_for_epoch
 
+# With Polyak averaging (EMA), so the kill-and-resume test also covers the averaged weights and the swap state.
 TINY = ["--epochs", "2", "--max-train-batches", "3", "--max-val-batches", "2", "--batch-size", "32",
-        "--image-size", "32", "--seed", "7", "--verbose", "epoch"]
+        "--image-size", "32", "--seed", "7", "--verbose", "epoch", "--ema", "--ema-momentum", "0.9"]
 
 
 @pytest.fixture(scope="module")
@@ -40,6 +41,7 @@ def test_run_directory_has_every_artifact_and_they_are_readable(tiny_run):
 
     config = json.loads((tiny_run / "config.json").read_text())
     assert config["epochs"] == 2 and config["data"]["seed"] == 7 and config["model"]["variant"] == "bn"
+    assert config["optim"]["ema"] is True and config["replicas"] == 1
     assert config["versions"]["keras"] == keras.__version__ and config["num_classes"] == 10
 
     rows = read_history(tiny_run)
@@ -151,6 +153,27 @@ def test_sigkill_during_epoch_two_then_rerun_equals_an_uninterrupted_run(tiny_ru
     assert read_history(run_dir) == read_history(tiny_run)  # each epoch once, same numbers
     splits = lambda d: json.loads((d / "summary.json").read_text())["splits"]  # noqa: E731
     assert splits(run_dir) == splits(tiny_run)
+
+
+@pytest.mark.slow
+def test_nan_loss_stops_the_run_says_where_and_keeps_the_last_good_checkpoint(tmp_path, capsys):
+    from inception_keras.errors import run_cli
+
+    # Warm-up from 0 to an absurd rate: epoch 1's losses are computed before the big update (finite),
+    # epoch 2's first loss after it (inf / NaN).
+    argv = ["--epochs", "3", "--max-train-batches", "2", "--max-val-batches", "1", "--batch-size", "16",
+            "--image-size", "32", "--variant", "paper", "--optimizer", "sgd", "--lr", "1e30", "--schedule", "cosine",
+            "--warmup-epochs", "2", "--weight-decay", "0", "--verbose", "none", "--output-dir", str(tmp_path),
+            "--name", "diverged"]
+    assert run_cli(train_module.main, argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "NaN/inf at epoch 2, step 1; the last good checkpoint (epoch 1) is kept" in err[0], err
+    run_dir = tmp_path / "diverged"
+    state = json.loads((run_dir / "checkpoint" / "state.json").read_text())
+    assert state["epochs_done"] == 1 and not (run_dir / "summary.json").exists()
+    assert [int(r["epoch"]) for r in read_history(run_dir)] == [1]
+    model = keras.models.load_model(run_dir / "checkpoint" / state["checkpoint"])  # complete and loadable
+    assert model.optimizer.iterations.numpy() == 2  # epoch 1's two steps, nothing of epoch 2
 
 
 def bad_input_cases(tmp_path):
