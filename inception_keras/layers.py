@@ -11,14 +11,15 @@ Caffe divides ``alpha`` by the window size ``n``; TensorFlow's
 REFERENCE.md section 6).  The layer is registered and has ``get_config``, so a
 ``.keras`` file containing it loads with ``safe_mode=True``.
 
-Speed: the window sum is a matrix product with a fixed 0/1 band matrix
-(channels x channels) and the gradient is written out (custom gradient), so
-forward and backward are a few matmuls and element-wise ops instead of
-TensorFlow's LRN / LRNGrad kernels, which are slow on CPU and have no bfloat16
-CPU kernel.  On 2 cores at 224 px, batch 32, the paper variant's training step
-gets 6% faster and its inference 5% (measured interleaved with the old layer).
-The layer computes in float32 whatever its input dtype, so it runs under
-``mixed_bfloat16`` / ``mixed_float16``.
+Speed: TensorFlow's LRN / LRNGrad kernels are slow on CPU and have no
+bfloat16 CPU kernel, so the layer writes out the forward pass and its gradient
+(custom gradient) and compiles each with XLA (``jit_compile=True`` on just these
+two functions, the rest of the model is not compiled).  LRN is memory-bound;
+XLA fuses the channel-window sum and the element-wise ops into a few passes.
+Forward + backward of the 56x56x192 LRN at batch 32 on 2 CPU cores: 52 ms,
+against 109 ms for a band-matrix matmul, 157 ms for unfused slices and more
+for TensorFlow's kernel.  The layer computes in float32 whatever its input
+dtype, so it runs under ``mixed_bfloat16`` / ``mixed_float16``.
 
 :class:`FusedBatchNormalization` is ``keras.layers.BatchNormalization`` running
 TensorFlow's fused kernel (one op forward, one backward), see its docstring.
@@ -29,7 +30,6 @@ from __future__ import annotations
 from typing import Any
 
 import keras
-import numpy as np
 import tensorflow as tf
 
 
@@ -54,22 +54,17 @@ class LRN(keras.layers.Layer):
         self.k = float(k)
 
     def call(self, inputs: tf.Tensor) -> tf.Tensor:
-        band = tf.constant(channel_window(int(inputs.shape[-1]), self.size))
-        scale, beta, k = self.alpha / self.size, self.beta, self.k
+        size, scale, beta, k = self.size, self.alpha / self.size, self.beta, self.k
 
         @tf.autograph.experimental.do_not_convert  # autograph would mangle the (output, gradient) pair
         @tf.custom_gradient
         def normalize(x: tf.Tensor):
             x32 = tf.cast(x, tf.float32)
-            denominator = k + scale * window_sum(tf.square(x32), band)
-            y32 = x32 * inverse_power(denominator, beta)
+            y32, denominator = lrn_forward(x32, size, scale, beta, k)
 
             def gradient(upstream: tf.Tensor) -> tf.Tensor:
-                # d/dx_c of y_i = x_i d_i^-beta: g_c d_c^-beta - 2 scale beta x_c sum_{i near c} g_i y_i / d_i
-                g = tf.cast(upstream, tf.float32)
-                grad = g * inverse_power(denominator, beta) - (2.0 * scale * beta) * x32 * window_sum(
-                    g * y32 / denominator, band)
-                return tf.cast(grad, x.dtype)
+                return tf.cast(lrn_backward(tf.cast(upstream, tf.float32), x32, y32, denominator, size, scale, beta),
+                               x.dtype)
 
             return tf.cast(y32, x.dtype), gradient
 
@@ -82,19 +77,37 @@ class LRN(keras.layers.Layer):
         return {**super().get_config(), "size": self.size, "alpha": self.alpha, "beta": self.beta, "k": self.k}
 
 
-def channel_window(channels: int, size: int) -> np.ndarray:
-    """The 0/1 band matrix ``B`` (channels x channels) with ``B[i, j] = 1`` when ``|i - j| <= size // 2``.
+@tf.function(jit_compile=True)
+def lrn_forward(x: tf.Tensor, size: int, scale: float, beta: float, k: float) -> tuple[tf.Tensor, tf.Tensor]:
+    """``y = x / d ** beta`` with ``d = k + scale * window_sum(x ** 2)``; returns ``(y, d)`` (``d`` for the gradient).
 
-    ``x @ B`` sums every channel's window of ``size`` channels, zero-padded at the edges.
+    Compiled with XLA, which fuses the window sum and the element-wise ops into
+    a couple of passes over the (memory-bound) feature map.
     """
-    index = np.arange(channels)
-    return (np.abs(index[:, None] - index[None, :]) <= size // 2).astype(np.float32)
+    denominator = k + scale * window_sum(tf.square(x), size)
+    return x * inverse_power(denominator, beta), denominator
 
 
-def window_sum(values: tf.Tensor, band: tf.Tensor) -> tf.Tensor:
-    """Sum of ``values`` over each channel's window: one matmul over the flattened positions."""
-    channels = band.shape[0]
-    return tf.reshape(tf.matmul(tf.reshape(values, [-1, channels]), band), tf.shape(values))
+@tf.function(jit_compile=True)
+def lrn_backward(upstream: tf.Tensor, x: tf.Tensor, y: tf.Tensor, denominator: tf.Tensor, size: int, scale: float,
+                 beta: float) -> tf.Tensor:
+    """Gradient of :func:`lrn_forward` with respect to ``x``.
+
+    ``d/dx_c`` of ``y_i = x_i d_i^-beta`` is ``g_c d_c^-beta - 2 scale beta x_c sum_{i near c} g_i y_i / d_i``
+    (the window is symmetric, so the same window sum serves).
+    """
+    return upstream * inverse_power(denominator, beta) - (2.0 * scale * beta) * x * window_sum(
+        upstream * y / denominator, size)
+
+
+def window_sum(values: tf.Tensor, size: int) -> tf.Tensor:
+    """Sum of ``values`` over each channel's window of ``size`` channels, zero-padded at the edges."""
+    half, channels = size // 2, values.shape[-1]
+    padded = tf.pad(values, [[0, 0]] * (len(values.shape) - 1) + [[half, half]])
+    total = padded[..., :channels]
+    for offset in range(1, size):
+        total += padded[..., offset:offset + channels]
+    return total
 
 
 def inverse_power(base: tf.Tensor, beta: float) -> tf.Tensor:
