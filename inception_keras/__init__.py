@@ -10,17 +10,20 @@ import os
 # Set TF_CPP_MIN_LOG_LEVEL yourself before importing to see them.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+from .distribute import MultiWorkerModel
 from .googlenet import INCEPTION_TABLE, MIN_INPUT_SIZE, build_googlenet, endpoints, feature_extractor
 from .heads import SparseCategoricalCrossentropy, compile_googlenet, inference_model
-from .layers import LRN
+from .layers import LRN, FusedBatchNormalization
 from .variants import VARIANTS
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "FusedBatchNormalization",
     "INCEPTION_TABLE",
     "LRN",
     "MIN_INPUT_SIZE",
+    "MultiWorkerModel",
     "SparseCategoricalCrossentropy",
     "VARIANTS",
     "build_googlenet",

@@ -115,6 +115,19 @@ def test_pipelines_are_sharded_by_data():
     assert ds.options().experimental_distribute.auto_shard_policy == tf.data.experimental.AutoShardPolicy.DATA
 
 
+def test_multi_worker_model_saves_and_loads_after_importing_only_the_package(tmp_path):
+    from inception_keras import build_googlenet
+
+    model = build_googlenet(4, input_shape=(32, 32, 1), aux_heads=False)
+    wrapped = distribute.MultiWorkerModel(inputs=model.input, outputs=model.output, name=model.name)
+    wrapped.save(tmp_path / "m.keras")
+    code = ("import sys, keras, inception_keras\n"
+            "m = keras.models.load_model(sys.argv[1], safe_mode=True)\n"
+            "print(type(m).__name__, m.count_params())")
+    result = run_to_completion([sys.executable, "-c", code, str(tmp_path / "m.keras")])
+    assert result.stdout.split() == ["MultiWorkerModel", str(wrapped.count_params())]
+
+
 def run_to_completion(argv, env=None):
     result = subprocess.run(argv, capture_output=True, text=True, cwd=REPO, env=env, timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]
