@@ -92,7 +92,7 @@ RESUME_KEYS = {"data", "model", "optim", "epochs", "max_train_batches", "max_val
 
 # Recipes: defaults that --recipe swaps in before explicit options are applied.
 RECIPES: dict[str, dict[str, Any]] = {
-    # Fast small-data recipe: the default, about 5 minutes on 2 CPU cores for the bundled sample.
+    # Fast small-data recipe: the default, about 3 minutes on 2 CPU cores for the bundled sample.
     "quick": {},
     # The paper's recipe (section 4 of REFERENCE.md): SGD 0.9, x0.96 every 8 epochs, Polyak averaging, 224 px.
     "paper": {"variant": "paper", "image_size": 224, "optimizer": "sgd", "learning_rate": 0.01,
@@ -175,7 +175,7 @@ def build_parser() -> argparse.ArgumentParser:
                "--data-dir.",
     )
     parser.add_argument("--recipe", choices=tuple(RECIPES), default="quick",
-                        help="preset defaults: quick (bundled sample, ~5 min on CPU), paper (the paper's SGD "
+                        help="preset defaults: quick (bundled sample, ~3 min on CPU), paper (the paper's SGD "
                              "recipe at 224 px), fashion_mnist (full Fashion-MNIST, 32 px, 20 epochs)")
     parser.add_argument("--resume", metavar="RUN_DIR",
                         help="resume the interrupted run in RUN_DIR with its saved settings")
