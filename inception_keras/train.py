@@ -254,8 +254,6 @@ def validate(config: TrainConfig) -> None:
                                              f"{', '.join(SCHEDULES)}"),
         (config.precision in PRECISIONS, f"unknown precision {config.precision!r}; choose one of "
                                          f"{', '.join(PRECISIONS)}"),
-        (config.strategy in STRATEGIES, f"unknown strategy {config.strategy!r}; choose one of "
-                                        f"{', '.join(STRATEGIES)}"),
         (config.optim.lr_scaling in LR_SCALINGS, f"unknown --lr-scaling {config.optim.lr_scaling!r}; choose one "
                                                  f"of {', '.join(LR_SCALINGS)}"),
     ]
@@ -294,11 +292,9 @@ def learning_rate_of(config: TrainConfig) -> float:
     return scaled_learning_rate(config.optim.learning_rate, config.optim.lr_scaling, config.data.batch_size)
 
 
-def new_model(config: TrainConfig, bundle: DataBundle,
-              strategy: tf.distribute.Strategy | None = None) -> keras.Model:
+def new_model(config: TrainConfig, bundle: DataBundle, strategy: tf.distribute.Strategy) -> keras.Model:
     """Build and compile the model the config describes, with its variables in ``strategy``'s scope."""
     size = config.data.image_size
-    strategy = strategy or tf.distribute.get_strategy()
     optim = replace(config.optim, learning_rate=learning_rate_of(config))
     with strategy.scope():
         with dtype_policy(config.precision):
@@ -312,7 +308,7 @@ def new_model(config: TrainConfig, bundle: DataBundle,
 
 
 def resume_model(config: TrainConfig, bundle: DataBundle, run_dir: RunDir, state,
-                 strategy: tf.distribute.Strategy | None = None) -> keras.Model:
+                 strategy: tf.distribute.Strategy) -> keras.Model:
     """Rebuild the model and optimizer from the config, then load the checkpoint's weights and state.
 
     Rebuilding (rather than ``keras.models.load_model``) keeps what a saved
@@ -320,7 +316,6 @@ def resume_model(config: TrainConfig, bundle: DataBundle, run_dir: RunDir, state
     ``.keras`` file restores the optimizer's variables too, and the dropout
     generators are restored from the run state.
     """
-    strategy = strategy or tf.distribute.get_strategy()
     model = new_model(config, bundle, strategy)
     with strategy.scope():
         model.optimizer.build(model.trainable_variables)

@@ -2,6 +2,7 @@
 
 import csv
 import json
+import signal
 import time
 
 
@@ -19,3 +20,14 @@ def wait_for_epoch(state_file, epoch, process, timeout=600.0):
             return
         time.sleep(0.05)
     raise AssertionError(f"epoch {epoch} was never committed (exit code {process.poll()})")
+
+
+def kill_after_epoch(processes, run_dir, epoch=1, settle=0.0):
+    """Wait until the chief (first process) commits ``epoch``, wait ``settle`` seconds, then SIGKILL every process."""
+    try:
+        wait_for_epoch(run_dir / "checkpoint" / "state.json", epoch, processes[0])
+        time.sleep(settle)
+    finally:
+        for process in processes:
+            process.send_signal(signal.SIGKILL)
+            process.wait()

@@ -11,7 +11,6 @@
 import json
 import math
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -25,7 +24,7 @@ from inception_keras import distribute
 from inception_keras import train as train_module
 from inception_keras.errors import UserError, run_cli
 
-from helpers import read_history, wait_for_epoch
+from helpers import kill_after_epoch, read_history
 
 REPO = Path(__file__).resolve().parents[1]
 ARTIFACTS = {"config.json", "model.keras", "inference.keras", "history.csv", "logs", "curves.png", "report.md",
@@ -135,13 +134,8 @@ def run_to_completion(argv, env=None):
 
 
 def kill_after_epoch_one(processes, run_dir):
-    """Wait until the chief (first process) commits epoch 1, then SIGKILL every process."""
-    try:
-        wait_for_epoch(run_dir / "checkpoint" / "state.json", 1, processes[0])
-    finally:
-        for process in processes:
-            process.send_signal(signal.SIGKILL)
-            process.wait()
+    """SIGKILL every process once the chief has committed epoch 1, and check the run was cut short."""
+    kill_after_epoch(processes, run_dir)
     assert not (run_dir / "summary.json").exists(), "the run finished before it could be interrupted"
     assert len(read_history(run_dir)) in (1, 2)
 

@@ -2,10 +2,8 @@
 
 import json
 import math
-import signal
 import subprocess
 import sys
-import time
 
 import keras
 import numpy as np
@@ -16,7 +14,7 @@ from inception_keras import train as train_module
 from inception_keras.data import DataConfig, load_data
 from inception_keras.errors import UserError
 
-from helpers import read_history, wait_for_epoch
+from helpers import kill_after_epoch, read_history
 
 # With Polyak averaging (EMA), so the kill-and-resume test also covers the averaged weights and the swap state.
 TINY = ["--epochs", "2", "--max-train-batches", "3", "--max-val-batches", "2", "--batch-size", "32",
@@ -133,13 +131,8 @@ def test_bad_options_are_user_errors_and_write_nothing(argv, message, tmp_path):
 def test_sigkill_during_epoch_two_then_rerun_equals_an_uninterrupted_run(tiny_run, tmp_path):
     argv = [sys.executable, "-m", "inception_keras.train", *TINY, "--output-dir", str(tmp_path), "--name", "killed"]
     run_dir = tmp_path / "killed"
-    process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        wait_for_epoch(run_dir / "checkpoint" / "state.json", 1, process)
-        time.sleep(1.0)  # into epoch 2
-    finally:
-        process.send_signal(signal.SIGKILL)
-        process.wait()
+    kill_after_epoch([subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)], run_dir,
+                     settle=1.0)  # into epoch 2
     assert not (run_dir / "summary.json").exists()
     assert [int(r["epoch"]) for r in read_history(run_dir)] == [1]
     # no truncated file under a final name: every .keras file left behind loads
