@@ -13,12 +13,13 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 from .distribute import MultiWorkerModel
 from .googlenet import INCEPTION_TABLE, MIN_INPUT_SIZE, build_googlenet, endpoints, feature_extractor
 from .heads import SparseCategoricalCrossentropy, compile_googlenet, inference_model
-from .layers import LRN, FusedBatchNormalization
+from .layers import LRN, BiasConv2D, FusedBatchNormalization
 from .variants import VARIANTS
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "BiasConv2D",
     "FusedBatchNormalization",
     "INCEPTION_TABLE",
     "LRN",

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from inception_keras.layers import LRN, FusedBatchNormalization
+from inception_keras.layers import LRN, BiasConv2D, FusedBatchNormalization
 
 
 def caffe_lrn(a: np.ndarray, size: int = 5, alpha: float = 1e-4, beta: float = 0.75, k: float = 1.0) -> np.ndarray:
@@ -142,3 +142,60 @@ def test_fused_batchnorm_keeps_bfloat16():
     layer = FusedBatchNormalization(dtype="mixed_bfloat16")
     y = layer(tf.ones((2, 3, 3, 4)), training=True)
     assert y.dtype == tf.bfloat16
+
+
+def twin_convs(**kwargs):
+    """A Keras Conv2D and a BiasConv2D with the same non-trivial kernel and bias."""
+    plain = keras.layers.Conv2D(6, 3, padding="same", **kwargs)
+    split = BiasConv2D(6, 3, padding="same", **kwargs)
+    for layer in (plain, split):
+        layer.build((None, 7, 7, 4))
+    rng = np.random.default_rng(7)
+    weights = [rng.normal(0, 0.3, w.shape) for w in plain.weights]
+    plain.set_weights(weights)
+    split.set_weights(weights)
+    return plain, split
+
+
+def test_bias_conv_equals_keras_conv_and_its_gradients():
+    plain, split = twin_convs(activation="relu")
+    x = tf.constant(np.random.default_rng(8).normal(size=(3, 7, 7, 4)), tf.float32)
+    results = []
+    for layer in (plain, split):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y = layer(x)
+            loss = tf.reduce_sum(y ** 2)
+        results.append([y, *tape.gradient(loss, [x, *layer.trainable_weights])])
+    assert [w.name for w in split.weights] == ["kernel", "bias"]
+    for a, b in zip(*results):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-5, atol=1e-5)
+
+
+def gradient_ops(layer, x):
+    """Op types of the traced graph computing ``layer``'s weight gradients."""
+    @tf.function
+    def grads(x):
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_sum(layer(x))
+        return tape.gradient(loss, layer.trainable_weights)
+
+    return {op.type for op in grads.get_concrete_function(x).graph.get_operations()}
+
+
+def test_bias_conv_bias_gradient_is_not_a_biasaddgrad():
+    plain, split = twin_convs()
+    x = tf.zeros((2, 7, 7, 4))
+    assert "BiasAddGrad" in gradient_ops(plain, x)  # the op oneDNN fuses into Conv2DBackpropFilterWithBias
+    ops = gradient_ops(split, x)
+    assert "BiasAddGrad" not in ops and "BiasAdd" not in ops and "Sum" in ops
+
+
+def test_bias_conv_serializes_and_runs_without_bias_and_in_bfloat16():
+    _, split = twin_convs()
+    restored = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(split))
+    assert type(restored) is BiasConv2D and restored.filters == 6
+    no_bias = BiasConv2D(2, 1, use_bias=False)
+    assert no_bias(tf.ones((1, 3, 3, 2))).shape == (1, 3, 3, 2) and len(no_bias.weights) == 1
+    mixed = BiasConv2D(2, 1, dtype="mixed_bfloat16")
+    assert mixed(tf.ones((1, 3, 3, 2))).dtype == tf.bfloat16
