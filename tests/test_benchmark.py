@@ -48,7 +48,7 @@ def test_summary_ratios():
         Contender("keras training", "training", lambda: None, work=32, flops_per_image=6e9, seconds=[2.0, 4.0, 3.0],
                   cpu_seconds=[4.0, 4.0, 4.0]),
         Contender("torchvision training", "training", lambda: None, work=32, flops_per_image=6e9,
-                  seconds=[4.0, 4.0], cpu_seconds=[16.0, 16.0], baseline=True),
+                  seconds=[4.0, 5.0, 2.0], cpu_seconds=[16.0, 16.0, 16.0], baseline=True),
         Contender("pipeline only", "pipeline", lambda: None, work=100, seconds=[1.0]),
     ]
     rows = {row["name"]: row for row in summarise(contenders, matmul_flops=200e9)}
@@ -57,13 +57,14 @@ def test_summary_ratios():
     assert keras_row["gflops"] == pytest.approx(32 / 3.0 * 6)
     assert keras_row["matmul_fraction"] == pytest.approx(32 / 3.0 * 6 / 200)
     assert keras_row["vs_torchvision"] == pytest.approx(4.0 / 3.0)
+    assert keras_row["vs_torchvision_best"] == pytest.approx((32 / 3.0) / (32 / 2.0))  # torchvision's fastest run
     assert keras_row["vs_torchvision_cpu"] == pytest.approx(4.0)
     assert keras_row["cpu_images_per_second"] == pytest.approx(32 / 4.0 * benchmark.os.cpu_count())
     assert rows["pipeline only"]["gflops"] is None and rows["pipeline only"]["vs_torchvision"] is None
     assert rows["pipeline only"]["cpu_images_per_second"] is None
     table = format_table(list(rows.values()))
     assert table.splitlines()[0].startswith("| what | task | images/s | GFLOP/s")
-    assert "| keras training | training | 10.7 | 64.0 | 32 | 1.33 |" in table
+    assert "| keras training | training | 10.7 | 64.0 | 32 | 1.33 | 0.67 |" in table
 
 
 def test_pipeline_summary():
