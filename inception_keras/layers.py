@@ -180,8 +180,14 @@ class BiasConv2D(keras.layers.Conv2D):
     data formats fall back to the Keras layer.
     """
 
+    def build(self, input_shape: tuple) -> None:
+        super().build(input_shape)
+        # Decided once: the visible devices are fixed once TensorFlow has started.
+        self._broadcast_bias = (self.use_bias and self.data_format == "channels_last"
+                                and not tf.config.list_logical_devices("GPU"))
+
     def call(self, inputs: tf.Tensor) -> tf.Tensor:
-        if not self.use_bias or self.data_format != "channels_last" or tf.config.list_logical_devices("GPU"):
+        if not self._broadcast_bias:
             return super().call(inputs)
         outputs = self.convolution_op(inputs, self.kernel)
         outputs = tf.add(outputs, tf.cast(self.bias, outputs.dtype))
