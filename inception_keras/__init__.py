@@ -10,11 +10,17 @@ import os
 # Set TF_CPP_MIN_LOG_LEVEL yourself before importing to see them.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+from .cpu import prefer_onednn, warn_if_onednn_off  # noqa: E402 (cpu imports no TensorFlow at module level)
+
+prefer_onednn()  # must precede the first TensorFlow import; see inception_keras/cpu.py
+
 from .distribute import MultiWorkerModel
 from .googlenet import INCEPTION_TABLE, MIN_INPUT_SIZE, build_googlenet, endpoints, feature_extractor
 from .heads import SparseCategoricalCrossentropy, compile_googlenet, inference_model
 from .layers import LRN, BiasConv2D, FusedBatchNormalization
 from .variants import VARIANTS
+
+warn_if_onednn_off()
 
 __version__ = "0.1.0"
 

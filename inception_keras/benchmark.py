@@ -57,6 +57,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from .cpu import ONEDNN_VARIABLE, onednn_enabled
 from .errors import ArgumentParser, UserError, run_cli
 from .export import TFLiteRunner, export_model, export_tflite
 from .flops import count_multiply_adds, inference_flops, training_flops
@@ -165,6 +166,8 @@ def machine_info() -> dict[str, Any]:
     return {
         "cpu": cpu_name(),
         "cpu_count": os.cpu_count(),
+        "avx512": any(flag.startswith("avx512") for flag in cpu_flags()),
+        "onednn": onednn_enabled(),
         "gpus": [d.name for d in tf.config.list_physical_devices("GPU")],
         "python": platform.python_version(),
         "tensorflow": tf.__version__,
@@ -634,6 +637,9 @@ def run_benchmark(settings: Settings, log: Callable[[str], None] = print) -> dic
     rows = summarise(contenders, matmul_flops)
     if pipeline is not None:
         pipeline.update(pipeline_summary(rows) or {})
+    if machine_info()["onednn"] is False:
+        notes.append(f"TensorFlow ran without oneDNN ({ONEDNN_VARIABLE}={os.environ.get(ONEDNN_VARIABLE)}): "
+                     "its Keras rows are not this machine's best (see inception_keras/cpu.py)")
     if settings.precision != "float32":
         notes.append(f"Keras rows run under {facts['dtype_policy']}; torchvision and the matmul limit are float32")
     return {
@@ -655,7 +661,9 @@ def format_report(results: dict[str, Any]) -> str:
     s, m = results["settings"], results["machine"]
     lines = [
         f"GoogLeNet {s['variant']}, {s['image_size']} px, batch {s['batch_size']}, {s['num_classes']} classes, "
-        f"{results['model']['dtype_policy']}; {m['cpu']} ({m['cpu_count']} cores), TF {m['tensorflow']}, "
+        f"{results['model']['dtype_policy']}; {m['cpu']} ({m['cpu_count']} cores, "
+        f"{'AVX-512' if m.get('avx512') else 'no AVX-512'}), TF {m['tensorflow']} "
+        f"(oneDNN {'on' if m.get('onednn') else 'off'}), "
         f"Keras {m['keras']}",
         f"multiply-adds per image: {results['model']['multiply_adds_inference'] / 1e9:.3f} G inference, "
         f"{results['model']['multiply_adds_training'] / 1e9:.3f} G with aux heads; "

@@ -1,8 +1,12 @@
-"""Shared pytest set-up: quiet TensorFlow logs."""
+"""Shared pytest set-up: inception_keras imported before any test module imports TensorFlow.
+
+The package quiets TensorFlow's logs and turns oneDNN on (inception_keras/cpu.py), which only works before
+TensorFlow's import, so the tests run the kernels a user's ``python -m inception_keras...`` runs.
+"""
 
 import os
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import inception_keras  # noqa: F401
 
 
 # --- data fixtures (tests/test_data.py and any test that needs the full Fashion-MNIST) ---

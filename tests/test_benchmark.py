@@ -1,6 +1,7 @@
 """The benchmark: option checks, interleaved timing, the summary maths, and a tiny end-to-end run."""
 
 import json
+import platform
 
 import pytest
 
@@ -107,4 +108,8 @@ def test_tiny_run_writes_every_field(tmp_path, capsys):
         assert rows["keras training"]["vs_torchvision"] > 0
     else:
         assert any("torchvision skipped" in note for note in results["notes"])
-    assert "| keras training | training |" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "| keras training | training |" in printed
+    if platform.machine().lower() in ("x86_64", "amd64"):  # tests import inception_keras first: oneDNN on
+        assert results["machine"]["onednn"] is True and "(oneDNN on)" in printed
+        assert not any("without oneDNN" in note for note in results["notes"])
