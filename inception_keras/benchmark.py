@@ -637,14 +637,15 @@ def run_benchmark(settings: Settings, log: Callable[[str], None] = print) -> dic
     rows = summarise(contenders, matmul_flops)
     if pipeline is not None:
         pipeline.update(pipeline_summary(rows) or {})
-    if machine_info()["onednn"] is False:
+    machine = machine_info()
+    if machine["onednn"] is False:
         notes.append(f"TensorFlow ran without oneDNN ({ONEDNN_VARIABLE}={os.environ.get(ONEDNN_VARIABLE)}): "
                      "its Keras rows are not this machine's best (see inception_keras/cpu.py)")
     if settings.precision != "float32":
         notes.append(f"Keras rows run under {facts['dtype_policy']}; torchvision and the matmul limit are float32")
     return {
         "settings": asdict(settings),
-        "machine": machine_info(),
+        "machine": machine,
         "load_average": {"start": list(load_start), "end": list(os.getloadavg())},
         "matmul": {"size": settings.matmul_size, "gflops": matmul_flops / 1e9,
                    "runs_gflops": [matmul.work / s / 1e9 for s in matmul.seconds],
