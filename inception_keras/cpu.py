@@ -24,6 +24,11 @@ import warnings
 ONEDNN_VARIABLE = "TF_ENABLE_ONEDNN_OPTS"
 
 
+def on_x86() -> bool:
+    """Whether this is an x86-64 machine, the only kind whose TensorFlow wheels have the oneDNN switch."""
+    return platform.machine().lower() in ("x86_64", "amd64")
+
+
 def prefer_onednn() -> None:
     """Ask for oneDNN (before TensorFlow is imported), leaving an explicit user setting alone."""
     os.environ.setdefault(ONEDNN_VARIABLE, "1")
@@ -40,7 +45,7 @@ def onednn_enabled() -> bool | None:
 
 def warn_if_onednn_off() -> None:
     """Warn when oneDNN is off only because TensorFlow was imported before ``inception_keras``."""
-    if platform.machine().lower() not in ("x86_64", "amd64"):
+    if not on_x86():
         return  # elsewhere (Apple silicon, ...) TensorFlow may have no oneDNN to turn on
     if os.environ.get(ONEDNN_VARIABLE) == "1" and onednn_enabled() is False:
         warnings.warn("TensorFlow was imported before inception_keras, with oneDNN off: on this CPU training "

@@ -1,12 +1,12 @@
 """The benchmark: option checks, interleaved timing, the summary maths, and a tiny end-to-end run."""
 
 import json
-import platform
 
 import pytest
 
 from inception_keras import benchmark
 from inception_keras.benchmark import Contender, format_table, main, measure, pipeline_summary, summarise
+from inception_keras.cpu import on_x86
 from inception_keras.errors import UserError, run_cli
 
 
@@ -110,6 +110,6 @@ def test_tiny_run_writes_every_field(tmp_path, capsys):
         assert any("torchvision skipped" in note for note in results["notes"])
     printed = capsys.readouterr().out
     assert "| keras training | training |" in printed
-    if platform.machine().lower() in ("x86_64", "amd64"):  # tests import inception_keras first: oneDNN on
+    if on_x86():  # tests import inception_keras first: oneDNN on
         assert results["machine"]["onednn"] is True and "(oneDNN on)" in printed
         assert not any("without oneDNN" in note for note in results["notes"])

@@ -1,17 +1,16 @@
 """oneDNN is on after importing inception_keras first, off only when the user says so, and a late import warns."""
 
 import os
-import platform
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from inception_keras.cpu import ONEDNN_VARIABLE, onednn_enabled
+from inception_keras.cpu import ONEDNN_VARIABLE, on_x86, onednn_enabled
 
 ROOT = Path(__file__).parents[1]
-X86 = platform.machine().lower() in ("x86_64", "amd64")
+X86 = on_x86()
 
 
 def run_python(code: str, **env: str) -> subprocess.CompletedProcess:
