@@ -82,7 +82,8 @@ def compile_googlenet(
     ``jit_compile`` defaults to False: XLA made the CPU training step about 2x
     slower on the machines this was measured on (REFERENCE.md section 7).
 
-    Returns the same model, compiled.
+    Returns the same model, compiled and with every training variable created
+    (see :func:`build_training_state`).
     """
     if aux_weight < 0:
         raise ValueError(f"aux_weight must be >= 0, got {aux_weight}")
@@ -98,7 +99,25 @@ def compile_googlenet(
         jit_compile=jit_compile,
         steps_per_execution=steps_per_execution,
     )
+    build_training_state(model)
     return model
+
+
+def build_training_state(model: keras.Model) -> None:
+    """Create the metric, loss-tracker and optimizer variables of a compiled model now.
+
+    Without a distribution strategy Keras creates them inside the first trace of
+    the train step, and a ``tf.function`` that creates variables is traced twice:
+    for GoogLeNet that second trace costs as long as the first (seen: 10-25 s of
+    the first ``fit`` on a 2-core CPU).  Keras does this same symbolic build
+    itself under a ``tf.distribute`` strategy; it has no public name, so this
+    calls ``Model._symbolic_build`` (pinned Keras; tests/test_heads.py checks the
+    single trace).  Call it inside the strategy scope the model was built in.
+    """
+    labels = {name: keras.KerasTensor((None,), "int32") for name in model.output_names}
+    if len(labels) == 1:  # a single-head model trains on plain labels
+        labels = labels["main"]
+    model._symbolic_build(data_batch=(model.inputs[0], labels, None))
 
 
 def inference_model(model: keras.Model, name: str | None = None) -> keras.Model:

@@ -35,3 +35,17 @@ def fashion_mnist_dir() -> Path:
             pytest.fail(message)
         pytest.skip(message)
     return folder
+
+
+# --- one finished training run (tests/test_train.py checks its artifacts, tests/test_evaluate.py evaluates it) ---
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory) -> Path:
+    """One tiny run of the real training command on the bundled sample (``helpers.TINY``), finished."""
+    from inception_keras import train
+
+    from helpers import TINY
+
+    out = tmp_path_factory.mktemp("runs")
+    assert train.main(TINY + ["--output-dir", str(out), "--name", "tiny"]) == 0
+    return out / "tiny"

@@ -5,6 +5,14 @@ import json
 import signal
 import time
 
+# The tiny training run of the `tiny_run` fixture (tests/conftest.py): the bundled sample at 32 px, 2 epochs of
+# 3 batches. With Polyak averaging (EMA), so the kill-and-resume test also covers the averaged weights and the
+# swap state, and with op determinism: without it, float reductions can differ in the last digit between two
+# processes under load (seen once in a full suite run: epoch-1 main_loss 2.8681571 vs 2.8681567), which grows.
+TINY = ["--epochs", "2", "--max-train-batches", "3", "--max-val-batches", "2", "--batch-size", "32",
+        "--image-size", "32", "--seed", "7", "--verbose", "epoch", "--ema", "--ema-momentum", "0.9",
+        "--deterministic"]
+
 
 def read_history(run_dir):
     """The rows of a run's history.csv."""

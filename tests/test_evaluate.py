@@ -4,7 +4,6 @@ import csv
 import json
 import subprocess
 import sys
-from dataclasses import asdict
 from types import SimpleNamespace
 
 import keras
@@ -15,7 +14,6 @@ from sklearn.metrics import (accuracy_score, classification_report, log_loss, pr
                              top_k_accuracy_score)
 
 from inception_keras import build_googlenet, compile_googlenet, evaluate, inference_model
-from inception_keras.data import DataConfig, load_data
 from inception_keras.errors import UserError, run_cli
 
 CLASS_NAMES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt"]
@@ -250,22 +248,6 @@ def run_dir(tmp_path_factory, model, bundle):
     return write_run(tmp_path_factory.mktemp("run"), model, bundle)
 
 
-@pytest.fixture(scope="module")
-def sample_run_dir(tmp_path_factory):
-    """A run on the bundled Fashion-MNIST sample: a 32 px model trained for two steps, Keras' CSVLogger history."""
-    bundle = load_data(DataConfig(dataset="sample", image_size=SIZE, batch_size=50))
-    keras.utils.set_random_seed(1)
-    model = compile_googlenet(build_googlenet(bundle.num_classes, input_shape=bundle.input_shape, variant="bn"))
-    directory = tmp_path_factory.mktemp("sample_run")
-    model.fit(bundle.train_dataset().take(2), epochs=1, verbose=0, shuffle=False,
-              callbacks=[keras.callbacks.CSVLogger(str(directory / "history.csv"))])
-    write_run(directory, model, bundle)
-    config = json.loads((directory / "config.json").read_text())
-    config.update(data=asdict(bundle.config), class_names=bundle.class_names)
-    (directory / "config.json").write_text(json.dumps(config))
-    return directory
-
-
 @pytest.fixture
 def arrays_data(monkeypatch, bundle):
     """Serve the in-memory bundle to the CLI instead of inception_keras.data."""
@@ -295,9 +277,12 @@ def test_cli_reproduces_the_test_accuracy_of_summary_json(run_dir, arrays_data, 
 
 
 @pytest.mark.slow
-def test_cli_reproduces_a_trained_run_on_the_sample_and_plots_its_curves(sample_run_dir, tmp_path, capsys):
-    files = check_cli_reproduces_summary(sample_run_dir, tmp_path / "eval", capsys)
+def test_cli_reproduces_a_trained_run_on_the_sample_and_plots_its_curves(tiny_run, tmp_path, capsys):
+    """The training command's run (tests/conftest.py): its data and history read back from the run directory."""
+    files = check_cli_reproduces_summary(tiny_run, tmp_path / "eval", capsys)
     assert files == sorted(REPORT_FILES + ["curves.png"])
+    report = json.loads((tmp_path / "eval" / "report.json").read_text())
+    assert list(report) == ["val", "test"] and report["test"]["overall"]["images"] == 1000  # the sample's test split
 
 
 def test_cli_with_a_model_file_and_defaults(run_dir, arrays_data, capsys):

@@ -74,6 +74,19 @@ def test_single_head_model_compiles_without_aux_metrics():
     assert "accuracy" in logs and "top5_accuracy" not in logs  # 3 classes: top-5 would be meaningless
 
 
+@pytest.mark.parametrize("aux_heads", [True, False])
+def test_first_fit_traces_the_train_step_once(aux_heads):
+    model = compile_googlenet(build_googlenet(3, input_shape=(32, 32, 1), aux_heads=aux_heads), "adam")
+    assert model.optimizer.built and model.optimizer.variables  # created by compile, not by the first trace
+    traces = []
+    train_step = model.train_step
+    model.train_step = lambda data: traces.append(1) or train_step(data)
+    y = np.array([0, 1, 2, 0])
+    model.fit(np.zeros((4, 32, 32, 1), "float32"), {h: y for h in model.output_names} if aux_heads else y,
+              batch_size=4, epochs=2, verbose=0)
+    assert len(traces) == 1  # a train step that creates variables is traced twice
+
+
 def test_inference_model_shares_weights_and_drops_aux(model_and_batch, tmp_path):
     model, x = model_and_batch
     single = inference_model(model)
