@@ -49,3 +49,16 @@ def tiny_run(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("runs")
     assert train.main(TINY + ["--output-dir", str(out), "--name", "tiny"]) == 0
     return out / "tiny"
+
+
+# Fixtures that train or execute notebooks once per process: under pytest-xdist every test using one runs in the
+# same worker (setup.cfg: --dist loadgroup), or each worker would pay for it.
+SHARED_FIXTURES = {"tiny_run": "tiny_run", "executed": "notebooks"}
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the groups
+def pytest_collection_modifyitems(items):
+    for item in items:
+        groups = [group for name, group in SHARED_FIXTURES.items() if name in getattr(item, "fixturenames", ())]
+        if groups:
+            item.add_marker(pytest.mark.xdist_group(groups[0]))
