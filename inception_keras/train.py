@@ -316,9 +316,7 @@ def resume_model(config: TrainConfig, bundle: DataBundle, run_dir: RunDir, state
     ``.keras`` file restores the optimizer's variables too, and the dropout
     generators are restored from the run state.
     """
-    model = new_model(config, bundle, strategy)
-    with strategy.scope():
-        model.optimizer.build(model.trainable_variables)
+    model = new_model(config, bundle, strategy)  # compiled with its optimizer variables, ready to be loaded
     model.load_weights(run_dir.checkpoint_path(state))
     restore_rng_states(model, state.rng_states)
     return model
