@@ -59,6 +59,6 @@ SHARED_FIXTURES = {"tiny_run": "tiny_run", "executed": "notebooks"}
 @pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the groups
 def pytest_collection_modifyitems(items):
     for item in items:
-        groups = [group for name, group in SHARED_FIXTURES.items() if name in getattr(item, "fixturenames", ())]
-        if groups:
-            item.add_marker(pytest.mark.xdist_group(groups[0]))
+        group = next((g for name, g in SHARED_FIXTURES.items() if name in getattr(item, "fixturenames", ())), None)
+        if group:
+            item.add_marker(pytest.mark.xdist_group(group))
