@@ -17,7 +17,7 @@ prefer_onednn()  # must precede the first TensorFlow import; see inception_keras
 from .distribute import MultiWorkerModel
 from .googlenet import INCEPTION_TABLE, MIN_INPUT_SIZE, build_googlenet, endpoints, feature_extractor
 from .heads import SparseCategoricalCrossentropy, compile_googlenet, inference_model
-from .layers import LRN, BiasConv2D, FusedBatchNormalization
+from .layers import LRN, BiasConv2D, CpuConv2D, FusedBatchNormalization
 from .variants import VARIANTS
 
 warn_if_onednn_off()
@@ -26,6 +26,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "BiasConv2D",
+    "CpuConv2D",
     "FusedBatchNormalization",
     "INCEPTION_TABLE",
     "LRN",

@@ -57,7 +57,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from .cpu import ONEDNN_VARIABLE, onednn_enabled
+from .cpu import ONEDNN_VARIABLE, cpu_flags, onednn_enabled
 from .errors import ArgumentParser, UserError, run_cli
 from .export import TFLiteRunner, export_model, export_tflite
 from .flops import count_multiply_adds, inference_flops, training_flops
@@ -145,15 +145,6 @@ def cpu_name() -> str:
             if line.startswith("model name"):
                 return line.split(":", 1)[1].strip()
     return platform.processor() or platform.machine()
-
-
-def cpu_flags() -> set[str]:
-    """The CPU feature flags (Linux), empty elsewhere."""
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("flags"):
-                return set(line.split(":", 1)[1].split())
-    return set()
 
 
 def machine_info() -> dict[str, Any]:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import keras
 from keras import layers
 
-from .layers import BiasConv2D, FusedBatchNormalization
+from .layers import CpuConv2D, FusedBatchNormalization
 from .variants import Variant
 
 # Side of the aux heads' pooled map: the paper's 5x5/3 pool turns 4a/4d's 14x14 into 4x4.
@@ -41,18 +41,17 @@ def conv_unit(x, filters: int, kernel_size: int, name: str, variant: Variant, st
               padding: str = "same"):
     """Convolution + (BatchNorm) + ReLU; the unit's output layer is always ``<name>_relu``.
 
-    With BatchNorm the convolution has no bias (the BN offset replaces it);
-    without, it is a :class:`~inception_keras.layers.BiasConv2D` (a Keras
-    ``Conv2D`` whose bias gradient trains faster on CPU).  The ReLU is a separate
-    layer for every variant so the unit ends in the same name; TensorFlow's
-    graph optimiser fuses conv + bias + ReLU on CPU and GPU anyway.
+    The convolution is a :class:`~inception_keras.layers.CpuConv2D` (a Keras
+    ``Conv2D`` whose bias and 3x3 filter gradients train faster on CPU); with
+    BatchNorm it has no bias (the BN offset replaces it).  The ReLU is a
+    separate layer for every variant so the unit ends in the same name;
+    TensorFlow's graph optimiser fuses conv + bias + ReLU on CPU and GPU anyway.
     """
+    x = CpuConv2D(filters, kernel_size, strides=strides, padding=padding, use_bias=not variant.batch_norm,
+                  name=name)(x)
     if variant.batch_norm:
-        x = layers.Conv2D(filters, kernel_size, strides=strides, padding=padding, use_bias=False, name=name)(x)
         x = FusedBatchNormalization(epsilon=variant.bn_epsilon, momentum=variant.bn_momentum,
                                     name=f"{name}_bn")(x)
-    else:
-        x = BiasConv2D(filters, kernel_size, strides=strides, padding=padding, name=name)(x)
     return layers.ReLU(name=f"{name}_relu")(x)
 
 

@@ -13,13 +13,19 @@ inference at 30.8 instead of 32.7.
 before TensorFlow, unless the variable is already set (``TF_ENABLE_ONEDNN_OPTS=0``
 keeps it off).  TensorFlow reads the variable once, when it is imported: if
 TensorFlow came first with oneDNN off, :func:`warn_if_onednn_off` says how to fix it.
+
+:func:`cpu_flags` reads the CPU's instruction-set flags, which decide the mixed
+precision the benchmark offers and where :class:`~inception_keras.layers.CpuConv2D`
+computes its filter gradient with matmuls (AVX2 CPUs without AVX-512).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import platform
 import warnings
+from pathlib import Path
 
 ONEDNN_VARIABLE = "TF_ENABLE_ONEDNN_OPTS"
 
@@ -27,6 +33,21 @@ ONEDNN_VARIABLE = "TF_ENABLE_ONEDNN_OPTS"
 def on_x86() -> bool:
     """Whether this is an x86-64 machine, the only kind whose TensorFlow wheels have the oneDNN switch."""
     return platform.machine().lower() in ("x86_64", "amd64")
+
+
+def cpu_flags() -> set[str]:
+    """The CPU feature flags (``avx2``, ``avx512f`` ...) from ``/proc/cpuinfo`` on Linux; empty elsewhere."""
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                return set(line.split(":", 1)[1].split())
+    return set()
+
+
+def avx2_without_avx512() -> bool:
+    """Whether this is an x86 CPU with AVX2 but no AVX-512, where oneDNN's filter-gradient kernel is slow."""
+    flags = cpu_flags()
+    return on_x86() and "avx2" in flags and "avx512f" not in flags
 
 
 def prefer_onednn() -> None:

@@ -51,12 +51,15 @@ import tensorflow as tf
 
 from .errors import ArgumentParser, UserError, run_cli
 from .heads import inference_model
+from .layers import BiasConv2D, CpuConv2D
 from .runs import atomic_path, write_json
 
 QUANTIZATIONS = ("float32", "float16", "dynamic", "int8")
 FORMATS = ("savedmodel", "tflite", "tflite-float16", "tflite-dynamic", "tflite-int8")
 DEFAULT_CALIBRATION_IMAGES = 200
 DEFAULT_CHECK_IMAGES = 500
+# Convolutions whose forward pass is exactly keras.layers.Conv2D's (CpuConv2D only changes the gradients).
+PLAIN_CONVS = (keras.layers.Conv2D, CpuConv2D, BiasConv2D)
 
 
 # --------------------------------------------------------------------------- BatchNorm folding
@@ -93,7 +96,8 @@ def foldable_pairs(model: keras.Model) -> dict[str, str]:
     """``{conv name: batchnorm name}`` for every BatchNorm that can be folded into the conv before it.
 
     A pair folds when the BatchNorm normalises the last axis, the conv is a
-    ``Conv2D`` without an activation, and the BatchNorm is the conv's only reader.
+    ``Conv2D`` (or :class:`~inception_keras.layers.CpuConv2D`) without an
+    activation, and the BatchNorm is the conv's only reader.
     """
     consumers = _consumers(model)
     pairs = {}
@@ -104,7 +108,7 @@ def foldable_pairs(model: keras.Model) -> dict[str, str]:
         if len(sources) != 1:
             continue
         conv = model.get_layer(sources[0])
-        if (type(conv) is keras.layers.Conv2D and conv.activation is keras.activations.linear
+        if (type(conv) in PLAIN_CONVS and conv.activation is keras.activations.linear
                 and consumers[conv.name] == [layer.name] and layer.axis in (-1, [3], 3, [-1])):
             pairs[conv.name] = layer.name
     return pairs
@@ -136,16 +140,22 @@ def fold_batchnorm(model: keras.Model, name: str | None = None) -> keras.Model:
 
     The copy has its own weights (the original is not changed), the same input
     and output names, and predicts what ``model(x, training=False)`` does.
-    Layers that are not folded keep their configuration and weights.
+    Layers that are not folded keep their configuration and weights;
+    :class:`~inception_keras.layers.CpuConv2D` layers become ``keras.layers.Conv2D``
+    (same forward pass; its gradient tuning is of no use at inference, and the
+    copy then loads without ``inception_keras``).
     """
     pairs = foldable_pairs(model)
     skipped = set(pairs.values()) | {layer.name for layer in model.layers if isinstance(layer, keras.layers.Dropout)}
 
     def clone_layer(layer: keras.layers.Layer) -> keras.layers.Layer:
-        config = layer.get_config()
+        config, layer_class = layer.get_config(), layer.__class__
+        if isinstance(layer, CpuConv2D):
+            config.pop("filter_gradient")
+            layer_class = keras.layers.Conv2D
         if layer.name in pairs:
             config.update(use_bias=True, bias_initializer="zeros")
-        return layer.__class__.from_config(config)
+        return layer_class.from_config(config)
 
     def call_layer(layer: keras.layers.Layer, *args: Any, **kwargs: Any) -> Any:
         return args[0] if layer.name in skipped else layer(*args, **kwargs)

@@ -64,7 +64,8 @@ def test_folding_keeps_the_logits(variant, images):
     assert not any(isinstance(layer, (keras.layers.BatchNormalization, keras.layers.Dropout))
                    for layer in folded.layers)
     assert len(foldable_pairs(model)) == 57  # every conv of the main path
-    assert all(layer.use_bias for layer in folded.layers if isinstance(layer, keras.layers.Conv2D))
+    convs = [layer for layer in folded.layers if isinstance(layer, keras.layers.Conv2D)]
+    assert all(layer.use_bias and type(layer) is keras.layers.Conv2D for layer in convs)  # no CpuConv2D left
     assert folded.input.name == "image" and folded.output_names == ["main"]
 
 
@@ -72,6 +73,8 @@ def test_paper_variant_only_loses_dropout(images):
     model = inference_model(build_googlenet(CLASSES, input_shape=(SIZE, SIZE, 3), variant="paper"))
     folded = fold_batchnorm(model)
     assert len(folded.layers) == len(model.layers) - 1
+    assert {type(layer).__name__ for layer in model.layers if isinstance(layer, keras.layers.Conv2D)} == {"CpuConv2D"}
+    assert {type(layer) for layer in folded.layers if isinstance(layer, keras.layers.Conv2D)} == {keras.layers.Conv2D}
     np.testing.assert_array_equal(folded(images).numpy(), model(images).numpy())
 
 

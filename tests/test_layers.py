@@ -1,12 +1,14 @@
 """LRN against a NumPy implementation of Caffe's formula and TensorFlow's kernel (values and gradients),
-its serialization, and FusedBatchNormalization against keras.layers.BatchNormalization."""
+its serialization, FusedBatchNormalization against keras.layers.BatchNormalization, and CpuConv2D (values,
+gradients, which ops compute them) against keras.layers.Conv2D and TensorFlow's filter gradient."""
 
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from inception_keras.layers import LRN, BiasConv2D, FusedBatchNormalization
+from inception_keras import layers as layers_module
+from inception_keras.layers import LRN, CpuConv2D, FusedBatchNormalization, matmul_filter_gradient
 
 
 def caffe_lrn(a: np.ndarray, size: int = 5, alpha: float = 1e-4, beta: float = 0.75, k: float = 1.0) -> np.ndarray:
@@ -144,10 +146,11 @@ def test_fused_batchnorm_keeps_bfloat16():
     assert y.dtype == tf.bfloat16
 
 
-def twin_convs(**kwargs):
-    """A Keras Conv2D and a BiasConv2D with the same non-trivial kernel and bias."""
-    plain = keras.layers.Conv2D(6, 3, padding="same", **kwargs)
-    split = BiasConv2D(6, 3, padding="same", **kwargs)
+def twin_convs(kernel_size: int = 3, padding: str = "same", **kwargs):
+    """A Keras Conv2D and a CpuConv2D with the same non-trivial kernel and bias."""
+    filter_gradient = kwargs.pop("filter_gradient", "auto")
+    plain = keras.layers.Conv2D(6, kernel_size, padding=padding, **kwargs)
+    split = CpuConv2D(6, kernel_size, padding=padding, filter_gradient=filter_gradient, **kwargs)
     for layer in (plain, split):
         layer.build((None, 7, 7, 4))
     rng = np.random.default_rng(7)
@@ -157,19 +160,43 @@ def twin_convs(**kwargs):
     return plain, split
 
 
-def test_bias_conv_equals_keras_conv_and_its_gradients():
-    plain, split = twin_convs(activation="relu")
+def outputs_and_gradients(layer, x):
+    """``[y, d/dx, d/dkernel, (d/dbias)]`` of ``sum(layer(x) ** 2)``."""
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        y = layer(x)
+        loss = tf.reduce_sum(y ** 2)
+    return [y, *tape.gradient(loss, [x, *layer.trainable_weights])]
+
+
+@pytest.mark.parametrize("kernel_size, padding, use_bias, filter_gradient", [
+    (3, "same", True, "native"), (3, "same", True, "matmul"), (3, "same", False, "matmul"),
+    (5, "same", True, "matmul"), (2, "same", False, "matmul"), (3, "valid", True, "matmul")])
+def test_cpu_conv_equals_keras_conv_and_its_gradients(kernel_size, padding, use_bias, filter_gradient):
+    plain, split = twin_convs(kernel_size, padding, activation="relu", use_bias=use_bias,
+                              filter_gradient=filter_gradient)
+    assert split._matmul_filter_gradient == (filter_gradient == "matmul")
     x = tf.constant(np.random.default_rng(8).normal(size=(3, 7, 7, 4)), tf.float32)
-    results = []
-    for layer in (plain, split):
-        with tf.GradientTape() as tape:
-            tape.watch(x)
-            y = layer(x)
-            loss = tf.reduce_sum(y ** 2)
-        results.append([y, *tape.gradient(loss, [x, *layer.trainable_weights])])
-    assert [w.name for w in split.weights] == ["kernel", "bias"]
-    for a, b in zip(*results):
-        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-5, atol=1e-5)
+    expected, got = outputs_and_gradients(plain, x), outputs_and_gradients(split, x)
+    assert [w.name for w in split.weights] == (["kernel", "bias"] if use_bias else ["kernel"])
+    assert len(got) == len(expected) == 3 + use_bias
+    for a, b in zip(expected, got):
+        np.testing.assert_allclose(b.numpy(), a.numpy(), rtol=1e-5, atol=1e-4)
+
+
+@pytest.mark.parametrize("kernel_shape, padding", [((3, 3, 5, 7), "SAME"), ((4, 2, 3, 2), "SAME"),
+                                                   ((3, 5, 2, 4), "VALID"), ((1, 1, 6, 3), "SAME")])
+def test_matmul_filter_gradient_equals_tensorflows_on_unknown_sizes(kernel_shape, padding):
+    rng = np.random.default_rng(3)
+    x = tf.constant(rng.normal(size=(2, 9, 11, kernel_shape[2])), tf.float32)
+    out_shape = tf.nn.conv2d(x, tf.zeros(kernel_shape), 1, padding).shape
+    upstream = tf.constant(rng.normal(size=out_shape), tf.float32)
+    unknown = tf.TensorSpec([None, None, None, kernel_shape[2]], tf.float32)
+    matmul = tf.function(lambda x, g: matmul_filter_gradient(x, g, kernel_shape, padding),
+                         input_signature=[unknown, tf.TensorSpec([None, None, None, kernel_shape[3]], tf.float32)])
+    expected = tf.raw_ops.Conv2DBackpropFilter(input=x, filter_sizes=kernel_shape, out_backprop=upstream,
+                                               strides=[1, 1, 1, 1], padding=padding)
+    np.testing.assert_allclose(matmul(x, upstream).numpy(), expected.numpy(), rtol=1e-5, atol=1e-4)
 
 
 def gradient_ops(layer, x):
@@ -183,19 +210,60 @@ def gradient_ops(layer, x):
     return {op.type for op in grads.get_concrete_function(x).graph.get_operations()}
 
 
-def test_bias_conv_bias_gradient_is_not_a_biasaddgrad():
-    plain, split = twin_convs()
+def test_cpu_conv_bias_gradient_is_not_a_biasaddgrad():
+    plain, split = twin_convs(filter_gradient="native")
     x = tf.zeros((2, 7, 7, 4))
     assert "BiasAddGrad" in gradient_ops(plain, x)  # the op oneDNN fuses into Conv2DBackpropFilterWithBias
     ops = gradient_ops(split, x)
     assert "BiasAddGrad" not in ops and "BiasAdd" not in ops and "Sum" in ops
+    assert "Conv2DBackpropFilter" in ops
 
 
-def test_bias_conv_serializes_and_runs_without_bias_and_in_bfloat16():
-    _, split = twin_convs()
+def test_matmul_filter_gradient_replaces_the_conv_kernel_gradient():
+    _, split = twin_convs(filter_gradient="matmul")
+    ops = gradient_ops(split, tf.zeros((2, 7, 7, 4)))
+    assert "Conv2DBackpropFilter" not in ops and "MatMul" in ops
+
+
+@pytest.mark.parametrize("fast_cpu_kernel", [True, False])
+def test_auto_filter_gradient_uses_matmuls_only_for_stride_one_3x3_on_avx2(monkeypatch, fast_cpu_kernel):
+    monkeypatch.setattr(layers_module, "avx2_without_avx512", lambda: not fast_cpu_kernel)
+    chosen = {}
+    for name, kwargs in {"3x3": {}, "3x3 valid": {"padding": "valid"}, "5x5": {"kernel_size": 5},
+                         "1x1": {"kernel_size": 1}, "3x3/2": {"strides": 2}, "dilated": {"dilation_rate": 2}}.items():
+        layer = CpuConv2D(**{"filters": 2, "kernel_size": 3, "padding": "same", **kwargs})
+        layer.build((None, 9, 9, 2))
+        chosen[name] = layer._matmul_filter_gradient
+    matmul = not fast_cpu_kernel and not tf.config.list_logical_devices("GPU")
+    assert chosen == {"3x3": matmul, "3x3 valid": matmul, "5x5": False, "1x1": False, "3x3/2": False,
+                      "dilated": False}
+
+
+def test_forced_matmul_filter_gradient_rejects_what_it_cannot_compute():
+    with pytest.raises(ValueError, match="stride 1"):
+        CpuConv2D(2, 3, strides=2, filter_gradient="matmul").build((None, 9, 9, 2))
+    with pytest.raises(ValueError, match="filter_gradient must be one of"):
+        CpuConv2D(2, 3, filter_gradient="fast")
+
+
+def test_cpu_conv_serializes_and_runs_without_bias_and_in_bfloat16():
+    _, split = twin_convs(filter_gradient="matmul")
     restored = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(split))
-    assert type(restored) is BiasConv2D and restored.filters == 6
-    no_bias = BiasConv2D(2, 1, use_bias=False)
+    assert type(restored) is CpuConv2D and restored.filters == 6 and restored.filter_gradient == "matmul"
+    no_bias = CpuConv2D(2, 1, use_bias=False)
     assert no_bias(tf.ones((1, 3, 3, 2))).shape == (1, 3, 3, 2) and len(no_bias.weights) == 1
-    mixed = BiasConv2D(2, 1, dtype="mixed_bfloat16")
-    assert mixed(tf.ones((1, 3, 3, 2))).dtype == tf.bfloat16
+    mixed = CpuConv2D(2, 3, padding="same", dtype="mixed_bfloat16", filter_gradient="matmul")
+    with tf.GradientTape() as tape:
+        y = mixed(tf.ones((1, 3, 3, 2)))
+        loss = tf.reduce_sum(tf.cast(y, tf.float32))
+    assert y.dtype == tf.bfloat16
+    gradient = tape.gradient(loss, mixed.kernel)
+    assert gradient.dtype == tf.float32 and float(tf.reduce_sum(tf.abs(gradient))) > 0
+
+
+def test_bias_conv_the_earlier_name_still_loads():
+    """``.keras`` files saved before CpuConv2D name their convolutions ``inception_keras>BiasConv2D``."""
+    config = {"module": None, "class_name": "BiasConv2D", "registered_name": "inception_keras>BiasConv2D",
+              "config": {"name": "conv", "filters": 3, "kernel_size": [3, 3], "padding": "same", "use_bias": True}}
+    layer = keras.saving.deserialize_keras_object(config)
+    assert isinstance(layer, CpuConv2D) and layer.filter_gradient == "auto" and layer.filters == 3
