@@ -7,7 +7,10 @@ batch size and precision, in one process and under the same load:
   two N x N matrices, N = ``--matmul-size``), the practical limit;
 * ``keras training``: a full training step of the three-head model compiled
   with :func:`~inception_keras.heads.compile_googlenet` (Adam, loss
-  ``main + 0.3 aux1 + 0.3 aux2``), from in-memory tensors;
+  ``main + 0.3 aux1 + 0.3 aux2``), from in-memory tensors; where the model's
+  3x3 convolutions compute their filter gradient with matmuls (AVX2 CPUs, see
+  :class:`~inception_keras.layers.CpuConv2D`), also ``keras training, oneDNN
+  filter gradient``: the same step with TensorFlow's own filter gradient;
 * ``keras inference``: the inference model (``main`` head only) and the
   optimised one (:func:`~inception_keras.export.export_model`: BatchNorm
   folded into the convs, dropout removed), both through ``predict_on_batch``;
@@ -63,6 +66,7 @@ from .export import TFLiteRunner, export_model, export_tflite
 from .flops import count_multiply_adds, inference_flops, training_flops
 from .googlenet import MIN_INPUT_SIZE, build_googlenet, dtype_policy
 from .heads import compile_googlenet, inference_model
+from .layers import CpuConv2D
 from .runs import write_json
 from .variants import VARIANTS
 
@@ -201,6 +205,22 @@ def build_model(settings: Settings, input_shape: tuple[int, int, int], num_class
     """The three-head GoogLeNet (``settings.variant`` unless given) under the benchmark's precision."""
     with dtype_policy(settings_policy(settings)):
         return build_googlenet(num_classes, input_shape=input_shape, variant=variant or settings.variant)
+
+
+def matmul_filter_gradient_layers(model: keras.Model) -> int:
+    """How many of ``model``'s convolutions compute their filter gradient with matmuls (see ``CpuConv2D``)."""
+    return sum(isinstance(layer, CpuConv2D) and layer.uses_matmul_filter_gradient for layer in model.layers)
+
+
+def with_native_filter_gradients(model: keras.Model) -> keras.Model:
+    """A copy of ``model`` (fresh weights) whose convolutions keep TensorFlow's own filter gradient."""
+    def clone_layer(layer: keras.layers.Layer) -> keras.layers.Layer:
+        config = layer.get_config()
+        if isinstance(layer, CpuConv2D):
+            config["filter_gradient"] = "native"
+        return layer.__class__.from_config(config)
+
+    return keras.models.clone_model(model, clone_function=clone_layer)
 
 
 def settings_policy(settings: Settings) -> str:
@@ -569,11 +589,17 @@ def keras_contenders(settings: Settings, workdir: Path) -> tuple[list[Contender]
              "multiply_adds_training": count_multiply_adds(model),
              "trainable_params": int(sum(np.prod(w.shape) for w in model.trainable_weights)),
              "dtype_policy": settings_policy(settings)}
+    facts["matmul_filter_gradient_convs"] = matmul_filter_gradient_layers(model)
     contenders = [
         training_contender("keras training", model, batch, settings.steps),
         inference_contender("keras inference", inference_model(model), batch[0], settings.steps),
         inference_contender("keras inference, BN folded", optimised, batch[0], settings.steps),
     ]
+    if facts["matmul_filter_gradient_convs"]:
+        with dtype_policy(settings_policy(settings)):
+            native = with_native_filter_gradients(model)
+        contenders.insert(1, training_contender("keras training, oneDNN filter gradient", native, batch,
+                                                settings.steps))
     if settings.xla:
         xla_model = build_model(settings, shape, settings.num_classes)
         contenders.insert(1, training_contender("keras training (XLA)", xla_model, batch, settings.steps, True))

@@ -189,17 +189,19 @@ class CpuConv2D(keras.layers.Conv2D):
     Zen 3, 2 cores, batch 32).  With ``"matmul"`` the gradient is instead
     :func:`matmul_filter_gradient`: one matmul per kernel offset over the
     shifted input.  Measured there, the BN variant's training step at 224 px,
-    batch 32, interleaved over 14 steps: 9.3 images/s with oneDNN's kernel,
-    10.2 with matmuls for the 3x3 convolutions (9.9-10.0 with the 5x5 and
-    1x1 ones too, so those keep oneDNN's).  The input gradient and the forward
-    pass stay TensorFlow's.  ``"auto"`` (the default) picks ``"matmul"`` for
-    stride-1 3x3 convolutions on such CPUs with no GPU visible, ``"native"``
-    elsewhere (cuDNN's and oneDNN's AVX-512 kernels were not measured against
-    it); ``"native"`` always keeps TensorFlow's gradient.
+    batch 32, both models interleaved in one process for 14-16 steps, at two
+    levels of host load: 9.3 and 12.4 images/s with oneDNN's kernel, 10.2 and
+    12.9 with matmuls for the 3x3 convolutions (9.9-10.0 against 10.2 with the
+    5x5 and 1x1 ones too, so those keep oneDNN's).  The input gradient and the
+    forward pass stay TensorFlow's.  ``"auto"`` (the default) picks
+    ``"matmul"`` for stride-1 3x3 convolutions on such CPUs with no GPU
+    visible, ``"native"`` elsewhere (cuDNN's and oneDNN's AVX-512 kernels were
+    not measured against it); ``"native"`` always keeps TensorFlow's gradient.
 
     Both choices are made when the layer is built (the visible devices are
-    fixed once TensorFlow has started) and are not saved: a model loaded on
-    another machine decides again.  Channels-last only; other data formats,
+    fixed once TensorFlow has started; ``uses_matmul_filter_gradient`` tells
+    the outcome) and are not saved: a model loaded on another machine decides
+    again.  Channels-last only; other data formats,
     groups or dilations fall back to the Keras layer.
     """
 
@@ -208,15 +210,16 @@ class CpuConv2D(keras.layers.Conv2D):
         if filter_gradient not in FILTER_GRADIENTS:
             raise ValueError(f"filter_gradient must be one of {FILTER_GRADIENTS}, got {filter_gradient!r}")
         self.filter_gradient = filter_gradient
+        self.uses_matmul_filter_gradient = False  # resolved by build()
 
     def build(self, input_shape: tuple) -> None:
         super().build(input_shape)
         on_gpu = bool(tf.config.list_logical_devices("GPU"))
         self._broadcast_bias = self.use_bias and self.data_format == "channels_last" and not on_gpu
-        self._matmul_filter_gradient = self._uses_matmul_filter_gradient(on_gpu)
+        self.uses_matmul_filter_gradient = self._resolve_filter_gradient(on_gpu)
 
-    def _uses_matmul_filter_gradient(self, on_gpu: bool) -> bool:
-        """Resolve ``filter_gradient`` for this layer's geometry and machine."""
+    def _resolve_filter_gradient(self, on_gpu: bool) -> bool:
+        """Whether ``filter_gradient`` means matmuls for this layer's geometry on this machine."""
         supported = (self.data_format == "channels_last" and self.groups == 1 and self.strides == (1, 1)
                      and self.dilation_rate == (1, 1) and self.padding in ("same", "valid"))
         if self.filter_gradient == "matmul":
@@ -228,7 +231,7 @@ class CpuConv2D(keras.layers.Conv2D):
                 and avx2_without_avx512())
 
     def convolution_op(self, inputs: tf.Tensor, kernel: Any) -> tf.Tensor:
-        if not self._matmul_filter_gradient:
+        if not self.uses_matmul_filter_gradient:
             return super().convolution_op(inputs, kernel)
         return conv2d_with_matmul_filter_gradient(inputs, tf.convert_to_tensor(kernel), self.padding.upper())
 

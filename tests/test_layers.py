@@ -175,7 +175,7 @@ def outputs_and_gradients(layer, x):
 def test_cpu_conv_equals_keras_conv_and_its_gradients(kernel_size, padding, use_bias, filter_gradient):
     plain, split = twin_convs(kernel_size, padding, activation="relu", use_bias=use_bias,
                               filter_gradient=filter_gradient)
-    assert split._matmul_filter_gradient == (filter_gradient == "matmul")
+    assert split.uses_matmul_filter_gradient == (filter_gradient == "matmul")
     x = tf.constant(np.random.default_rng(8).normal(size=(3, 7, 7, 4)), tf.float32)
     expected, got = outputs_and_gradients(plain, x), outputs_and_gradients(split, x)
     assert [w.name for w in split.weights] == (["kernel", "bias"] if use_bias else ["kernel"])
@@ -233,7 +233,7 @@ def test_auto_filter_gradient_uses_matmuls_only_for_stride_one_3x3_on_avx2(monke
                          "1x1": {"kernel_size": 1}, "3x3/2": {"strides": 2}, "dilated": {"dilation_rate": 2}}.items():
         layer = CpuConv2D(**{"filters": 2, "kernel_size": 3, "padding": "same", **kwargs})
         layer.build((None, 9, 9, 2))
-        chosen[name] = layer._matmul_filter_gradient
+        chosen[name] = layer.uses_matmul_filter_gradient
     matmul = not fast_cpu_kernel and not tf.config.list_logical_devices("GPU")
     assert chosen == {"3x3": matmul, "3x3 valid": matmul, "5x5": False, "1x1": False, "3x3/2": False,
                       "dilated": False}

@@ -104,6 +104,21 @@ def test_bad_options_are_user_errors_and_write_nothing(argv, message, tmp_path):
     assert not (tmp_path / "runs").exists()
 
 
+# Keras' total-loss metrics (main + 0.3 aux1 + 0.3 aux2) can differ in their last float32 bit between two
+# processes running the same steps: 3 of 19 tiny runs here, with CpuConv2D and with the code before it. Every
+# per-head loss and metric, and every later epoch (which depends on the weights), stayed identical.
+TOTAL_LOSSES = ("loss", "val_loss")
+
+
+def assert_same_history(got: list[dict], expected: list[dict]) -> None:
+    """Histories equal field by field: exactly, except the total losses, to float32 rounding."""
+    without_totals = lambda rows: [{k: v for k, v in row.items() if k not in TOTAL_LOSSES} for row in rows]  # noqa: E731
+    assert without_totals(got) == without_totals(expected)
+    for row, reference in zip(got, expected):
+        for key in TOTAL_LOSSES:
+            assert float(row[key]) == pytest.approx(float(reference[key]), rel=1e-6, abs=0), key
+
+
 @pytest.mark.slow
 def test_sigkill_during_epoch_two_then_rerun_equals_an_uninterrupted_run(tiny_run, tmp_path):
     """Also the same-seed test: epoch 1 of the killed process, a fresh one, must equal epoch 1 of ``tiny_run``."""
@@ -121,7 +136,7 @@ def test_sigkill_during_epoch_two_then_rerun_equals_an_uninterrupted_run(tiny_ru
     resumed = subprocess.run(argv, capture_output=True, text=True)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert "Resuming" in resumed.stdout
-    assert read_history(run_dir) == read_history(tiny_run)  # each epoch once, same numbers
+    assert_same_history(read_history(run_dir), read_history(tiny_run))  # each epoch once, same numbers
     splits = lambda d: json.loads((d / "summary.json").read_text())["splits"]  # noqa: E731
     assert splits(run_dir) == splits(tiny_run)
 
