@@ -201,8 +201,8 @@ class CpuConv2D(keras.layers.Conv2D):
     Both choices are made when the layer is built (the visible devices are
     fixed once TensorFlow has started; ``uses_matmul_filter_gradient`` tells
     the outcome) and are not saved: a model loaded on another machine decides
-    again.  Channels-last only; other data formats,
-    groups or dilations fall back to the Keras layer.
+    again.  The bias change is channels-last only, the matmul gradient also
+    needs stride 1, no dilation and one group; elsewhere the layer is Keras'.
     """
 
     def __init__(self, *args: Any, filter_gradient: str = "auto", **kwargs: Any):
