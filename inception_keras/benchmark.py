@@ -588,8 +588,8 @@ def keras_contenders(settings: Settings, workdir: Path) -> tuple[list[Contender]
     facts = {"multiply_adds_inference": count_multiply_adds(inference_model(model)),
              "multiply_adds_training": count_multiply_adds(model),
              "trainable_params": int(sum(np.prod(w.shape) for w in model.trainable_weights)),
-             "dtype_policy": settings_policy(settings)}
-    facts["matmul_filter_gradient_convs"] = matmul_filter_gradient_layers(model)
+             "dtype_policy": settings_policy(settings),
+             "matmul_filter_gradient_convs": matmul_filter_gradient_layers(model)}
     contenders = [
         training_contender("keras training", model, batch, settings.steps),
         inference_contender("keras inference", inference_model(model), batch[0], settings.steps),

@@ -142,8 +142,8 @@ def fold_batchnorm(model: keras.Model, name: str | None = None) -> keras.Model:
     and output names, and predicts what ``model(x, training=False)`` does.
     Layers that are not folded keep their configuration and weights;
     :class:`~inception_keras.layers.CpuConv2D` layers become ``keras.layers.Conv2D``
-    (same forward pass; its gradient tuning is of no use at inference, and the
-    copy then loads without ``inception_keras``).
+    (same forward pass; its gradient tuning is of no use at inference), so a
+    folded BN model holds Keras layers only and loads without ``inception_keras``.
     """
     pairs = foldable_pairs(model)
     skipped = set(pairs.values()) | {layer.name for layer in model.layers if isinstance(layer, keras.layers.Dropout)}
