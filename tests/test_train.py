@@ -105,7 +105,7 @@ def test_bad_options_are_user_errors_and_write_nothing(argv, message, tmp_path):
 
 
 # Keras' total-loss metrics (main + 0.3 aux1 + 0.3 aux2) can differ in their last float32 bit between two
-# processes running the same steps: 3 of 19 tiny runs here, with CpuConv2D and with the code before it. Every
+# processes running the same steps: 4 of 15 tiny runs here with CpuConv2D, 1 of 11 with the code before it. Every
 # per-head loss and metric, and every later epoch (which depends on the weights), stayed identical.
 TOTAL_LOSSES = ("loss", "val_loss")
 
