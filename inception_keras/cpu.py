@@ -22,6 +22,7 @@ computes its filter gradient with matmuls (AVX2 CPUs without AVX-512).
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import platform
 import warnings
@@ -35,13 +36,14 @@ def on_x86() -> bool:
     return platform.machine().lower() in ("x86_64", "amd64")
 
 
-def cpu_flags() -> set[str]:
+@functools.cache  # read once: every CpuConv2D asks when it is built
+def cpu_flags() -> frozenset[str]:
     """The CPU feature flags (``avx2``, ``avx512f`` ...) from ``/proc/cpuinfo`` on Linux; empty elsewhere."""
     with contextlib.suppress(OSError):
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("flags"):
-                return set(line.split(":", 1)[1].split())
-    return set()
+                return frozenset(line.split(":", 1)[1].split())
+    return frozenset()
 
 
 def avx2_without_avx512() -> bool:
