@@ -836,7 +836,7 @@ def _load_folder(root: Path, config: DataConfig) -> _Source:
     log.info("checking %d images under %s", len(everything), root)
     readable, shapes = _probe_images(everything)
     if not readable.all():
-        bad = [str(f) for f, ok in zip(everything, readable) if not ok]
+        bad = [str(f) for f, ok in zip(everything, readable, strict=True) if not ok]
         shown = ", ".join(bad[:5]) + (f" and {len(bad) - 5} more" if len(bad) > 5 else "")
         warnings.warn(f"skipping {len(bad)} unreadable image(s) (not decodable as jpg/png/bmp/gif): {shown}",
                       stacklevel=3)
@@ -845,7 +845,8 @@ def _load_folder(root: Path, config: DataConfig) -> _Source:
     for name, (files, labels) in found.items():
         ok = readable[start:start + len(files)]
         start += len(files)
-        splits_files[name] = ([str(f) for f, good in zip(files, ok) if good], np.array(labels, np.int32)[ok])
+        splits_files[name] = ([str(f) for f, good in zip(files, ok, strict=True) if good],
+                              np.array(labels, np.int32)[ok])
     for name, (files, _) in splits_files.items():
         if not files:
             raise UserError(f"the {name} images in {root} are all unreadable: replace them")
@@ -908,7 +909,7 @@ def _network_available(host: str = TFDS_HOST, timeout: float = 5.0) -> bool:
 
 def _remove_new(paths: list[Path], existed: list[bool]) -> None:
     """Remove the paths a failed download created, so a user error leaves nothing behind."""
-    for path, was_there in zip(paths, existed):
+    for path, was_there in zip(paths, existed, strict=True):
         if not was_there and path.exists():
             shutil.rmtree(path, ignore_errors=True)
 

@@ -115,7 +115,7 @@ def predict_heads(model: keras.Model, dataset: tf.data.Dataset, crops: int = 1) 
     outputs = model.predict(dataset, verbose=0)
     outputs = outputs if len(heads) > 1 else [outputs]
     probabilities = {}
-    for head, output in zip(heads, outputs):
+    for head, output in zip(heads, outputs, strict=True):
         output = np.asarray(output, dtype="float32")
         probabilities[head] = output.reshape(-1, crops, output.shape[-1]).mean(axis=1)
     if len(heads) > 1:
@@ -298,7 +298,8 @@ def markdown_table(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
     text = [[str(h) for h in header]] + [[_cell(v) if not isinstance(v, str) else v.replace("|", "\\|")
                                           for v in row] for row in rows]
     widths = [max(len(row[i]) for row in text) for i in range(len(header))]
-    lines = ["| " + " | ".join(cell.ljust(width) for cell, width in zip(row, widths)) + " |" for row in text]
+    lines = ["| " + " | ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)) + " |"
+             for row in text]
     lines.insert(1, "|" + "|".join("-" * (width + 2) for width in widths) + "|")
     return "\n".join(lines)
 

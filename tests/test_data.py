@@ -30,7 +30,7 @@ FASHION_NAMES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
 
 def batches(ds: tf.data.Dataset) -> tuple[np.ndarray, np.ndarray]:
     """All images and labels of a dataset of (images, int labels) as two arrays."""
-    xs, ys = zip(*[(x.numpy(), y.numpy()) for x, y in ds])
+    xs, ys = zip(*[(x.numpy(), y.numpy()) for x, y in ds], strict=True)
     return np.concatenate(xs), np.concatenate(ys)
 
 

@@ -163,7 +163,7 @@ def test_mirrored_on_two_cpus_resumes_and_matches_one_device(tmp_path):
     assert [r["epoch"] for r in mirrored] == [r["epoch"] for r in single] == [1, 2, 3]  # each epoch once
     assert all(math.isfinite(r["loss"]) for r in mirrored) and mirrored[-1]["loss"] != mirrored[0]["loss"]
     # Same updates up to float summation order: losses within 0.1%, accuracies within one image of 96 / 64.
-    for row_m, row_s in zip(mirrored, single):
+    for row_m, row_s in zip(mirrored, single, strict=True):
         for key in ("loss", "val_loss"):
             assert row_m[key] == pytest.approx(row_s[key], rel=1e-3), (key, row_m, row_s)
         assert abs(row_m["accuracy"] - row_s["accuracy"]) <= 1 / 96 + 1e-6

@@ -60,7 +60,7 @@ def test_folding_keeps_the_logits(variant, images):
     expected = model(images, training=False).numpy()
     got = folded(images, training=False).numpy()
     np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4 * np.abs(expected).max())
-    assert all(np.array_equal(a, b) for a, b in zip(before, model.get_weights())), "the original changed"
+    assert all(np.array_equal(a, b) for a, b in zip(before, model.get_weights(), strict=True)), "the original changed"
     assert not any(isinstance(layer, (keras.layers.BatchNormalization, keras.layers.Dropout))
                    for layer in folded.layers)
     assert len(foldable_pairs(model)) == 57  # every conv of the main path

@@ -124,7 +124,7 @@ def test_save_and_safe_load_give_identical_predictions(variant, tmp_path):
     path = tmp_path / f"{variant}.keras"
     model.save(path)
     loaded = keras.models.load_model(path, safe_mode=True)
-    for before, after in zip(model.predict(x, verbose=0), loaded.predict(x, verbose=0)):
+    for before, after in zip(model.predict(x, verbose=0), loaded.predict(x, verbose=0), strict=True):
         np.testing.assert_array_equal(before, after)
     assert loaded.output_names == ["main", "aux1", "aux2"]
     clone = keras.Model.from_config(model.get_config())
@@ -146,7 +146,7 @@ def test_one_training_step_gives_finite_loss_and_gradient_everywhere(variant):
         loss = loss_fn(y, main) + 0.3 * loss_fn(y, aux1) + 0.3 * loss_fn(y, aux2)
     grads = tape.gradient(loss, model.trainable_weights)
     assert np.isfinite(float(loss))
-    silent = [w.path for w, g in zip(model.trainable_weights, grads) if g is None or not np.any(np.asarray(g))]
+    silent = [w.path for w, g in zip(model.trainable_weights, grads, strict=True) if g is None or not np.any(np.asarray(g))]
     assert silent == []
 
 

@@ -34,14 +34,14 @@ def test_total_loss_is_main_plus_weighted_aux(model_and_batch):
 @pytest.mark.parametrize("target_head", ["main", "aux1", "aux2"])
 def test_each_metric_reads_the_head_it_names(model_and_batch, target_head):
     model, x = model_and_batch
-    predictions = dict(zip(["main", "aux1", "aux2"], model.predict(x, verbose=0)))
+    predictions = dict(zip(["main", "aux1", "aux2"], model.predict(x, verbose=0), strict=True))
     y = predictions[target_head].argmax(-1)  # labels that only `target_head` gets all right
     logs = model.evaluate(x, {h: y for h in predictions}, batch_size=16, return_dict=True, verbose=0)
     for head, probs in predictions.items():
         assert logs[f"{head}_accuracy"] == pytest.approx(np.mean(probs.argmax(-1) == y))
     assert logs[f"{target_head}_accuracy"] == 1.0
     assert min(logs[f"{h}_accuracy"] for h in predictions) < 1.0, "heads must disagree for the test to mean anything"
-    top5 = np.mean([label in np.argsort(p)[-5:] for label, p in zip(y, predictions["main"])])
+    top5 = np.mean([label in np.argsort(p)[-5:] for label, p in zip(y, predictions["main"], strict=True)])
     assert logs["main_top5_accuracy"] == pytest.approx(top5)
 
 

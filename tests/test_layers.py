@@ -113,7 +113,7 @@ def test_fused_batchnorm_equals_keras(training):
     x = tf.constant(np.random.default_rng(4).normal(1.0, 2.0, (8, 6, 6, 5)), tf.float32)
     np.testing.assert_allclose(fused(x, training=training).numpy(), plain(x, training=training).numpy(),
                                rtol=1e-4, atol=1e-4)
-    for a, b in zip(fused.get_weights(), plain.get_weights()):  # moving statistics updated alike
+    for a, b in zip(fused.get_weights(), plain.get_weights(), strict=True):  # moving statistics updated alike
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
 
 
@@ -126,7 +126,7 @@ def test_fused_batchnorm_gradients_equal_keras():
             tape.watch(x)
             loss = tf.reduce_sum(layer(x, training=True) ** 3)
         grads.append(tape.gradient(loss, [x, *layer.trainable_weights]))
-    for a, b in zip(*grads):
+    for a, b in zip(*grads, strict=True):
         np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-3, atol=1e-3)
 
 
@@ -180,7 +180,7 @@ def test_cpu_conv_equals_keras_conv_and_its_gradients(kernel_size, padding, use_
     expected, got = outputs_and_gradients(plain, x), outputs_and_gradients(split, x)
     assert [w.name for w in split.weights] == (["kernel", "bias"] if use_bias else ["kernel"])
     assert len(got) == len(expected) == 3 + use_bias
-    for a, b in zip(expected, got):
+    for a, b in zip(expected, got, strict=True):
         np.testing.assert_allclose(b.numpy(), a.numpy(), rtol=1e-5, atol=1e-4)
 
 

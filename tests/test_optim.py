@@ -56,7 +56,7 @@ def test_weight_decay_spares_biases_and_batchnorm():
     optimizer = make_optimizer(OptimConfig(optimizer="adamw", schedule="constant", learning_rate=0.1,
                                            weight_decay=0.1), STEPS, 1)
     zeros = [keras.ops.zeros(v.shape) for v in model.trainable_variables]
-    optimizer.apply_gradients(zip(zeros, model.trainable_variables))  # zero gradients: only decay moves
+    optimizer.apply_gradients(zip(zeros, model.trainable_variables, strict=True))  # zero gradients: only decay moves
     after = {v.name: float(keras.ops.convert_to_numpy(v).mean()) for v in model.trainable_variables}
     assert after == {"kernel": pytest.approx(1 - 0.1 * 0.1), "bias": 1.0, "gamma": 1.0, "beta": 1.0}
 

@@ -114,7 +114,7 @@ def assert_same_history(got: list[dict], expected: list[dict]) -> None:
     """Histories equal field by field: exactly, except the total losses, to float32 rounding."""
     without_totals = lambda rows: [{k: v for k, v in row.items() if k not in TOTAL_LOSSES} for row in rows]  # noqa: E731
     assert without_totals(got) == without_totals(expected)
-    for row, reference in zip(got, expected):
+    for row, reference in zip(got, expected, strict=True):
         for key in TOTAL_LOSSES:
             assert float(row[key]) == pytest.approx(float(reference[key]), rel=1e-6, abs=0), key
 
