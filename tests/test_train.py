@@ -115,7 +115,7 @@ def test_bad_options_are_user_errors_and_write_nothing(argv, message, tmp_path):
 
 
 # Keras' total-loss metrics (main + 0.3 aux1 + 0.3 aux2) differed in their last float32 bit between two
-# processes running the same steps in 9 of 44 tiny runs (every per-head loss and metric, and every later epoch,
+# processes running the same steps in 6 of 36 tiny runs (every per-head loss and metric, and every later epoch,
 # identical) while Grappler's arithmetic optimiser was on; --deterministic now turns it off (0 of 20 differed,
 # see train.make_deterministic). 20 runs do not prove it never happens, so the totals keep a float32 tolerance.
 TOTAL_LOSSES = ("loss", "val_loss")
