@@ -18,7 +18,13 @@ two functions, the rest of the model is not compiled).  LRN is memory-bound;
 XLA fuses the channel-window sum and the element-wise ops into a few passes.
 Forward + backward of the 56x56x192 LRN at batch 32 on 2 CPU cores: 52 ms,
 against 109 ms for a band-matrix matmul, 157 ms for unfused slices and more
-for TensorFlow's kernel.  The layer computes in float32 whatever its input
+for TensorFlow's kernel.  Outside training (``training`` false or unset, as
+in ``predict``) the layer runs :func:`lrn_inference`, the forward pass without
+writing out the denominator that the gradient needs: 38 instead of 48 ms for
+that LRN (Intel Xeon with AVX-512, 2 cores); the ``paper`` variant's folded
+inference model, 224 px, batch 32, both ways interleaved in one process, runs
+1.01-1.04x faster in float32 (two runs) and 1.1x in bfloat16 (258 against 233
+images/s).  The layer computes in float32 whatever its input
 dtype, so it runs under ``mixed_bfloat16`` / ``mixed_float16``.
 
 :class:`FusedBatchNormalization` is ``keras.layers.BatchNormalization`` running
@@ -58,8 +64,10 @@ class LRN(keras.layers.Layer):
         self.beta = float(beta)
         self.k = float(k)
 
-    def call(self, inputs: tf.Tensor) -> tf.Tensor:
+    def call(self, inputs: tf.Tensor, training: bool | None = None) -> tf.Tensor:
         size, scale, beta, k = self.size, self.alpha / self.size, self.beta, self.k
+        if not training:
+            return tf.cast(lrn_inference(tf.cast(inputs, tf.float32), size, scale, beta, k), inputs.dtype)
 
         @tf.autograph.experimental.do_not_convert  # autograph would mangle the (output, gradient) pair
         @tf.custom_gradient
@@ -89,8 +97,18 @@ def lrn_forward(x: tf.Tensor, size: int, scale: float, beta: float, k: float) ->
     Compiled with XLA, which fuses the window sum and the element-wise ops into
     a couple of passes over the (memory-bound) feature map.
     """
-    denominator = k + scale * window_sum(tf.square(x), size)
+    denominator = lrn_denominator(x, size, scale, k)
     return x * inverse_power(denominator, beta), denominator
+
+
+@tf.function(jit_compile=True)
+def lrn_inference(x: tf.Tensor, size: int, scale: float, beta: float, k: float) -> tf.Tensor:
+    """:func:`lrn_forward`'s ``y`` alone: not writing the denominator out saves a pass over the feature map.
+
+    TensorFlow can still differentiate it (through the compiled ops' own
+    gradients), so a gradient taken in inference mode is right, only slower.
+    """
+    return x * inverse_power(lrn_denominator(x, size, scale, k), beta)
 
 
 @tf.function(jit_compile=True)
@@ -103,6 +121,11 @@ def lrn_backward(upstream: tf.Tensor, x: tf.Tensor, y: tf.Tensor, denominator: t
     """
     return upstream * inverse_power(denominator, beta) - (2.0 * scale * beta) * x * window_sum(
         upstream * y / denominator, size)
+
+
+def lrn_denominator(x: tf.Tensor, size: int, scale: float, k: float) -> tf.Tensor:
+    """``k + scale * window_sum(x ** 2)``, the base that LRN raises to ``-beta``."""
+    return k + scale * window_sum(tf.square(x), size)
 
 
 def window_sum(values: tf.Tensor, size: int) -> tf.Tensor:

@@ -20,11 +20,12 @@ def caffe_lrn(a: np.ndarray, size: int = 5, alpha: float = 1e-4, beta: float = 0
     return a / (k + alpha / size * window) ** beta
 
 
+@pytest.mark.parametrize("training", [True, False])
 @pytest.mark.parametrize("scale", [1.0, 30.0])
-def test_lrn_matches_caffe_formula(scale):
+def test_lrn_matches_caffe_formula(scale, training):
     rng = np.random.default_rng(0)
     x = (rng.standard_normal((2, 5, 6, 16)) * scale).astype("float32")
-    got = np.asarray(LRN()(x))
+    got = np.asarray(LRN()(x, training=training))
     want = caffe_lrn(x)
     np.testing.assert_allclose(got, want, atol=1e-5, rtol=1e-5)
     # at scale 30 the normalisation is strong enough that a wrong alpha (not divided by n) would show
@@ -67,11 +68,12 @@ def value_and_gradient(fn, x):
     return y, tape.gradient(loss, x)
 
 
+@pytest.mark.parametrize("training", [True, False], ids=["custom-gradient", "inference-path"])
 @pytest.mark.parametrize("beta, scale", [(0.75, 1.0), (0.75, 30.0), (0.5, 10.0), (0.6, 10.0)])
-def test_lrn_gradient_matches_tensorflows_kernel(beta, scale):
+def test_lrn_gradient_matches_tensorflows_kernel(beta, scale, training):
     x = tf.constant(np.random.default_rng(0).standard_normal((2, 5, 5, 13)) * scale, tf.float32)
     layer = LRN(beta=beta, alpha=1e-3)
-    y, grad = value_and_gradient(layer, x)
+    y, grad = value_and_gradient(lambda t: layer(t, training=training), x)
     y_ref, grad_ref = value_and_gradient(lambda t: lrn_reference(t, beta=beta, alpha=1e-3), x)
     np.testing.assert_allclose(y.numpy(), y_ref.numpy(), rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(grad.numpy(), grad_ref.numpy(), rtol=1e-4, atol=1e-5)
@@ -80,14 +82,16 @@ def test_lrn_gradient_matches_tensorflows_kernel(beta, scale):
 def test_lrn_gradient_inside_a_compiled_function():
     x = tf.constant(np.random.default_rng(1).standard_normal((1, 4, 4, 8)) * 20, tf.float32)
     layer = LRN()
-    compiled = tf.function(lambda t: value_and_gradient(layer, t)[1])
+    compiled = tf.function(lambda t: value_and_gradient(lambda u: layer(u, training=True), t)[1])
     np.testing.assert_allclose(compiled(x).numpy(), value_and_gradient(lrn_reference, x)[1].numpy(), rtol=1e-4,
                                atol=1e-5)
 
 
-def test_lrn_runs_in_bfloat16_on_cpu():
+@pytest.mark.parametrize("training", [True, False])
+def test_lrn_runs_in_bfloat16_on_cpu(training):
     x = tf.constant(np.random.default_rng(2).standard_normal((1, 4, 4, 8)) * 20, tf.float32)
-    y, grad = value_and_gradient(LRN(dtype="mixed_bfloat16"), tf.cast(x, tf.bfloat16))
+    layer = LRN(dtype="mixed_bfloat16")
+    y, grad = value_and_gradient(lambda t: layer(t, training=training), tf.cast(x, tf.bfloat16))
     assert y.dtype == tf.bfloat16 and grad.dtype == tf.bfloat16
     np.testing.assert_allclose(tf.cast(y, tf.float32).numpy(), lrn_reference(x).numpy(), rtol=2e-2, atol=2e-2)
 
