@@ -91,7 +91,8 @@ def aux_head(x, num_classes: int, name: str, variant: Variant, dropout: float,
     """Auxiliary classifier: 4x4 pool, 1x1 conv 128, FC 1024 + ReLU, dropout, FC num_classes.
 
     The final activation layer is named ``name`` (``aux1`` / ``aux2``), which
-    makes it the model output's name; it runs in float32 under mixed precision.
+    makes it the model output's name; it runs in float32 under mixed precision
+    (``build_googlenet`` builds the whole head under a float32 policy).
     """
     x = aux_pooling(x, name, variant)
     x = conv_unit(x, 128, 1, f"{name}_conv", variant)

@@ -17,7 +17,7 @@ Deviations from the paper / Caffe, for every variant:
   2048 features (torchvision does the same).
 * Weight initialisation is Keras' default (Glorot uniform, zero bias), not Caffe's
   xavier / constant 0.2 bias.
-* Softmax activations run in float32 under mixed precision.
+* The aux heads and every softmax run in float32 under mixed precision.
 """
 
 from __future__ import annotations
@@ -160,7 +160,8 @@ def build_googlenet(
         x = inception_module(x, block, spec)
         for head, tap in AUX_TAPS.items():
             if tap == block.name and include_top and aux_heads:
-                aux_outputs[head] = aux_head(x, num_classes, head, spec, aux_dropout, classifier_activation)
+                with dtype_policy("float32"):  # also under mixed precision: 0.5% of the multiply-adds
+                    aux_outputs[head] = aux_head(x, num_classes, head, spec, aux_dropout, classifier_activation)
 
     if not include_top:
         if pooling == "avg":
@@ -183,7 +184,7 @@ def dtype_policy(name: str) -> Iterator[None]:
     """Build layers under a Keras dtype policy (e.g. ``"mixed_bfloat16"``), restoring the previous global one.
 
     Keras' policy is process-wide; this scopes it to the model being built.  The
-    heads' softmax layers stay float32 whatever the policy.
+    heads' softmax layers and the aux heads stay float32 whatever the policy.
     """
     previous = keras.config.dtype_policy()
     keras.config.set_dtype_policy(name)

@@ -226,13 +226,16 @@ def test_bad_inputs_exit_2_with_one_error_line_and_write_nothing(tmp_path, capsy
 
 
 @pytest.mark.parametrize("variant", ["paper", "bn"])
-def test_mixed_bfloat16_builds_trains_and_keeps_softmax_in_float32(variant):
+def test_mixed_bfloat16_builds_trains_and_keeps_aux_heads_and_softmax_in_float32(variant):
     import tensorflow as tf
 
     with train_module.dtype_policy("mixed_bfloat16"):
         model = train_module.build_googlenet(7, input_shape=(32, 32, 3), variant=variant)
     assert keras.config.dtype_policy().name == "float32"  # the global policy is restored
     assert model.get_layer("inception_3a_5x5").compute_dtype == "bfloat16"
+    assert model.get_layer("classifier").compute_dtype == "bfloat16"
+    aux_layers = [layer for layer in model.layers if layer.name.startswith(("aux1", "aux2"))]
+    assert len(aux_layers) >= 14 and {layer.compute_dtype for layer in aux_layers} == {"float32"}
     train_module.compile_googlenet(model, "adam")
     x = tf.random.uniform((4, 32, 32, 3), -1, 1)
     y = np.array([0, 1, 2, 3])
