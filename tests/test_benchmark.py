@@ -2,13 +2,15 @@
 
 import json
 
+import numpy as np
 import pytest
 import tensorflow as tf
 
 from inception_keras import benchmark, build_googlenet
 from inception_keras import layers as layers_module
 from inception_keras.benchmark import (Contender, format_table, main, matmul_filter_gradient_layers, measure,
-                                       pipeline_summary, summarise, with_native_filter_gradients)
+                                       pipeline_summary, sub_batched, summarise, with_native_filter_gradients)
+from inception_keras.export import export_model
 from inception_keras.cpu import on_x86
 from inception_keras.errors import UserError, run_cli
 
@@ -23,6 +25,8 @@ MATMUL_GRADIENT_CONVS = 0 if tf.config.list_logical_devices("GPU") else 10  # co
     (["--output", "results.txt"], ".json"),
     (["--variant", "resnet"], "invalid choice"),
     (["--also-variants", "paper,resnet"], "--also-variants"),
+    (["--sub-batches", "33"], "--sub-batches"),
+    (["--sub-batches", "-1"], "--sub-batches"),
 ])
 def test_user_errors_exit_2_and_write_nothing(tmp_path, capsys, argv, message):
     output = tmp_path / "bench.json"
@@ -99,13 +103,23 @@ def test_native_filter_gradient_copy_of_a_matmul_gradient_model(monkeypatch):
     assert native.output_names == model.output_names and native.count_params() == model.count_params()
 
 
+@pytest.mark.parametrize("parts", [1, 2, 3, 5])
+def test_sub_batched_inference_equals_the_whole_batch(parts):
+    model = export_model(build_googlenet(4, input_shape=(32, 32, 3), variant="bn"))
+    images = tf.random.stateless_uniform((5, 32, 32, 3), (1, 2), -1, 1)
+    whole = model.predict_on_batch(images)
+    split = sub_batched(model, parts)(images).numpy()
+    assert split.shape == (5, 4)
+    np.testing.assert_allclose(split, whole, rtol=1e-5, atol=1e-6)
+
+
 @pytest.mark.slow
 def test_tiny_run_writes_every_field(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(layers_module, "avx2_without_avx512", lambda: True)  # the AVX2 rows on any CPU
     output = tmp_path / "bench.json"
     status = main(["--image-size", "32", "--batch-size", "4", "--num-classes", "5", "--warmup", "1",
                    "--runs", "1", "--tflite", "float32", "--matmul-size", "64", "--dataset", "sample",
-                   "--pipeline-image-size", "32", "--output", str(output)])
+                   "--pipeline-image-size", "32", "--sub-batches", "2", "--output", str(output)])
     assert status == 0
     results = json.loads(output.read_text())
     assert set(results) >= {"settings", "machine", "load_average", "matmul", "model", "results", "pipeline", "notes"}
@@ -113,13 +127,15 @@ def test_tiny_run_writes_every_field(tmp_path, capsys, monkeypatch):
     assert results["model"]["multiply_adds_inference"] < results["model"]["multiply_adds_training"]
     rows = {row["name"]: row for row in results["results"]}
     expected = {"keras training", "keras inference", "keras inference, BN folded", "tflite float32",
-                "pipeline only", "training, real pipeline", "training, in-memory batch"}
+                "keras inference, BN folded, 2 sub-batches", "pipeline only", "training, real pipeline",
+                "training, in-memory batch"}
     assert results["model"]["matmul_filter_gradient_convs"] == MATMUL_GRADIENT_CONVS
     assert ("keras training, oneDNN filter gradient" in rows) == bool(MATMUL_GRADIENT_CONVS)
     assert expected <= set(rows)
     for row in rows.values():
         assert row["images_per_second"] > 0 and len(row["runs_images_per_second"]) == 1
     assert rows["keras training"]["gflops"] > 0 and rows["keras training"]["matmul_fraction"] > 0
+    assert "intra-op threads 1, inter-op 2" in rows["keras inference, BN folded, 2 sub-batches"]["note"]
     assert "pipeline_over_in_memory" in results["pipeline"]
     if benchmark.torch_installed():
         assert rows["torchvision training"]["vs_torchvision"] == pytest.approx(1.0)
