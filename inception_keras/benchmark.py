@@ -65,7 +65,7 @@ import tensorflow as tf
 
 from .cpu import ONEDNN_VARIABLE, cpu_flags, onednn_enabled
 from .errors import ArgumentParser, UserError, run_cli
-from .export import TFLiteRunner, export_model, export_tflite
+from .export import TFLiteRunner, export_model, export_tflite, sub_batched
 from .flops import count_multiply_adds, inference_flops, training_flops
 from .googlenet import MIN_INPUT_SIZE, build_googlenet, dtype_policy
 from .heads import compile_googlenet, inference_model
@@ -401,23 +401,6 @@ def torch_worker(argv: Sequence[str]) -> int:
     return serve_timing_requests({"training": train_step, "inference": infer_step},
                                  {"torch": torch.__version__, "torchvision": torchvision.__version__,
                                   "threads": torch.get_num_threads()})
-
-
-def sub_batched(model: keras.Model, parts: int) -> Callable[[tf.Tensor], tf.Tensor]:
-    """A compiled function: ``model`` on ``parts`` slices of the batch, outputs concatenated in order.
-
-    The slices are independent ops, so TensorFlow's inter-op pool runs them
-    at the same time; with one intra-op thread each core computes a whole slice
-    without waiting on the other (see :func:`sub_batch_worker`).
-    """
-    @tf.function
-    def infer(images: tf.Tensor) -> tf.Tensor:
-        batch = tf.shape(images)[0]
-        bounds = [batch * i // parts for i in range(parts + 1)]
-        return tf.concat([model(images[start:stop], training=False)
-                          for start, stop in zip(bounds[:-1], bounds[1:])], axis=0)
-
-    return infer
 
 
 def sub_batch_worker_process(settings: Settings) -> Worker:

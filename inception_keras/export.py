@@ -8,6 +8,8 @@
   then fuses conv + bias + ReLU into one kernel.
 * :func:`export_model` prepares a model for export: the ``main`` head only (the
   aux heads are dropped, as in the paper) with BatchNorm folded.
+* :func:`sub_batched` runs a model on slices of each batch at once, for
+  inference processes with one intra-op thread per core.
 * :func:`export_savedmodel` writes a TF SavedModel (``serve`` endpoint,
   ``tf.saved_model.load(path).serve(images)``) with ``keras.Model.export``.
 * :func:`export_tflite` writes a TFLite flatbuffer converted from a concrete
@@ -43,7 +45,7 @@ import warnings
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import keras
 import numpy as np
@@ -178,6 +180,38 @@ def export_model(model: keras.Model, fold: bool = True) -> keras.Model:
     if len(model.outputs) > 1:
         model = inference_model(model)
     return fold_batchnorm(model) if fold else model
+
+
+def sub_batched(model: keras.Model, parts: int) -> Callable[[tf.Tensor], tf.Tensor]:
+    """A compiled function: ``model`` on ``parts`` slices of the batch (at most one per image), outputs in order.
+
+    The slices are independent ops, so TensorFlow's inter-op pool runs them at
+    the same time.  With one intra-op thread and ``parts`` = cores inter-op
+    threads (process-wide, set before TensorFlow runs its first op)::
+
+        tf.config.threading.set_intra_op_parallelism_threads(1)
+        tf.config.threading.set_inter_op_parallelism_threads(2)
+        infer = sub_batched(export_model(model), 2)
+
+    each core computes a whole slice without waiting on the other: 1.09-1.12x
+    the default threading on 2 cores (see ``inception_keras.benchmark
+    --sub-batches``).  Under the default threading it gains little, and
+    training in such a process is slower: keep it to inference processes.
+    """
+    if parts < 1:
+        raise ValueError(f"parts must be at least 1, got {parts}")
+
+    @tf.function
+    def infer(images: tf.Tensor) -> tf.Tensor:
+        batch = images.shape[0]  # traced per batch size; an empty slice would fail in oneDNN's kernels
+        count = parts if batch is None else max(1, min(parts, batch))
+        if batch is None:
+            batch = tf.shape(images)[0]
+        bounds = [batch * i // count for i in range(count + 1)]
+        return tf.concat([model(images[start:stop], training=False)
+                          for start, stop in zip(bounds[:-1], bounds[1:])], axis=0)
+
+    return infer
 
 
 # --------------------------------------------------------------------------- writing

@@ -2,15 +2,13 @@
 
 import json
 
-import numpy as np
 import pytest
 import tensorflow as tf
 
 from inception_keras import benchmark, build_googlenet
 from inception_keras import layers as layers_module
 from inception_keras.benchmark import (Contender, format_table, main, matmul_filter_gradient_layers, measure,
-                                       pipeline_summary, sub_batched, summarise, with_native_filter_gradients)
-from inception_keras.export import export_model
+                                       pipeline_summary, summarise, with_native_filter_gradients)
 from inception_keras.cpu import on_x86
 from inception_keras.errors import UserError, run_cli
 
@@ -101,16 +99,6 @@ def test_native_filter_gradient_copy_of_a_matmul_gradient_model(monkeypatch):
     native = with_native_filter_gradients(model)
     assert matmul_filter_gradient_layers(native) == 0
     assert native.output_names == model.output_names and native.count_params() == model.count_params()
-
-
-@pytest.mark.parametrize("parts", [1, 2, 3, 5])
-def test_sub_batched_inference_equals_the_whole_batch(parts):
-    model = export_model(build_googlenet(4, input_shape=(32, 32, 3), variant="bn"))
-    images = tf.random.stateless_uniform((5, 32, 32, 3), (1, 2), -1, 1)
-    whole = model.predict_on_batch(images)
-    split = sub_batched(model, parts)(images).numpy()
-    assert split.shape == (5, 4)
-    np.testing.assert_allclose(split, whole, rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.slow

@@ -9,7 +9,8 @@ import pytest
 from inception_keras import build_googlenet, inference_model
 from inception_keras.errors import run_cli
 from inception_keras.export import (agreement, export_model, export_savedmodel, export_tflite, fold_batchnorm,
-                                    foldable_pairs, keras_predict, main, savedmodel_predict, tflite_predict)
+                                    foldable_pairs, keras_predict, main, savedmodel_predict, sub_batched,
+                                    tflite_predict)
 
 SIZE, CLASSES = 40, 4
 
@@ -93,6 +94,19 @@ def test_a_conv_read_twice_is_not_folded():
 def test_export_model_drops_the_aux_heads(bn_model, exported):
     assert len(bn_model.outputs) == 3
     assert exported.output_names == ["main"]
+
+
+@pytest.mark.parametrize("parts", [1, 2, 5, 12])
+def test_sub_batched_predicts_like_the_whole_batch(exported, images, parts):
+    split = sub_batched(exported, parts)(images[:11]).numpy()  # 11 images: slices of unequal size
+    assert split.shape == (11, CLASSES)
+    # one-image slices run other oneDNN kernels, which round differently
+    np.testing.assert_allclose(split, exported.predict_on_batch(images[:11]), rtol=1e-4, atol=1e-5)
+
+
+def test_sub_batched_needs_a_part():
+    with pytest.raises(ValueError, match="at least 1"):
+        sub_batched(keras.Sequential([keras.layers.Dense(1)]), 0)
 
 
 def test_savedmodel_predicts_like_keras(bn_model, exported, images, tmp_path):
