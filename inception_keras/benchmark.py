@@ -427,10 +427,11 @@ def sub_batch_worker(argv: Sequence[str]) -> int:
     TensorFlow's thread pools are fixed per process before its first op, so
     this runs apart: one intra-op thread and ``parts`` inter-op threads, the
     batch split into ``parts`` slices computed at once.  On 2 cores of an
-    Intel Xeon (AVX-512), BN folded, 224 px, batch 32 that was 1.10x the
-    default (two threads on the whole batch), in three interleaved runs
-    (88-94 against 80-86 images/s); torchvision after its training warm-up
-    got slower split the same way (55-57 against 68 images/s).
+    Intel Xeon (AVX-512), BN folded, 224 px, batch 32 that was 1.09-1.12x
+    the default (two threads on the whole batch) in three runs, each way
+    timed interleaved in one process (88-94 against 80-86 images/s);
+    torchvision after its training warm-up got slower split the same way
+    (55-57 against 68 images/s).
     """
     config = json.loads(argv[0])
     tf.config.threading.set_intra_op_parallelism_threads(1)
@@ -645,8 +646,8 @@ def settings_from_args(argv: Sequence[str] | None = None) -> Settings:
                     num_classes=args.num_classes, channels=args.channels, precision=args.precision,
                     warmup=args.warmup, runs=args.runs, steps=args.steps, xla=args.xla, tflite=tflite,
                     torch=not args.no_torch, torch_channels_last=not args.torch_contiguous,
-                    sub_batches=args.sub_batches, matmul_size=args.matmul_size, dataset=args.dataset, data_dir=args.data_dir,
-                    pipeline_image_size=args.pipeline_image_size, output=args.output)
+                    sub_batches=args.sub_batches, matmul_size=args.matmul_size, dataset=args.dataset,
+                    data_dir=args.data_dir, pipeline_image_size=args.pipeline_image_size, output=args.output)
 
 
 def keras_contenders(settings: Settings, workdir: Path) -> tuple[list[Contender], dict[str, Any], list[str]]:
