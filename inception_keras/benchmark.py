@@ -6,7 +6,8 @@ batch size and precision, in one process and under the same load:
 * ``matmul``: the machine's float32 matrix-multiply GFLOP/s (``tf.matmul`` of
   two N x N matrices, N = ``--matmul-size``), the practical limit;
 * ``keras training``: a full training step of the three-head model compiled
-  with :func:`~inception_keras.heads.compile_googlenet` (Adam, loss
+  with :func:`~inception_keras.heads.compile_googlenet` (``inception_keras.optim.Adam``: Keras' Adam with
+  its updates compiled by XLA, as ``train`` uses; loss
   ``main + 0.3 aux1 + 0.3 aux2``), from in-memory tensors; where the model's
   3x3 convolutions compute their filter gradient with matmuls (AVX2 CPUs, see
   :class:`~inception_keras.layers.CpuConv2D`), also ``keras training, oneDNN
@@ -70,6 +71,7 @@ from .flops import count_multiply_adds, inference_flops, training_flops
 from .googlenet import MIN_INPUT_SIZE, build_googlenet, dtype_policy
 from .heads import compile_googlenet, inference_model
 from .layers import CpuConv2D
+from .optim import Adam
 from .runs import write_json
 from .variants import VARIANTS
 
@@ -237,7 +239,7 @@ def settings_policy(settings: Settings) -> str:
 def training_contender(name: str, model: keras.Model, batch: tuple[tf.Tensor, dict[str, tf.Tensor]],
                        steps: int, jit_compile: bool = False) -> Contender:
     """A compiled three-head training step on one in-memory batch (``train_on_batch`` reuses its traced step)."""
-    compile_googlenet(model, "adam", jit_compile=jit_compile)
+    compile_googlenet(model, Adam(), jit_compile=jit_compile)
     images, labels = batch
     flops = training_flops(count_multiply_adds(model))
     return Contender(name, "training", repeat(lambda: model.train_on_batch(images, labels), steps),
@@ -455,7 +457,7 @@ def pipeline_contenders(settings: Settings) -> tuple[list[Contender], dict[str, 
                                   image_size=settings.pipeline_image_size, batch_size=settings.batch_size))
     dataset = bundle.train_dataset(heads=HEADS).repeat()
     model = build_model(settings, bundle.input_shape, bundle.num_classes)
-    compile_googlenet(model, "adam")
+    compile_googlenet(model, Adam())
     batches = iter(dataset)
     in_memory = next(batches)
     alone = bundle.train_dataset(heads=HEADS).repeat()
