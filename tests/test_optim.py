@@ -79,9 +79,10 @@ def small_model_and_batch():
     return model, x, y
 
 
-@pytest.mark.parametrize("name", ["sgd", "adam", "adamw"])
-def test_compiled_updates_equal_keras_updates(name):
-    config = OptimConfig(optimizer=name, schedule="cosine", learning_rate=0.05, weight_decay=0.1, warmup_epochs=0.2)
+@pytest.mark.parametrize("name, ema", [("sgd", True), ("adam", False), ("adamw", False), ("adamw", True)])
+def test_compiled_updates_equal_keras_updates(name, ema):
+    config = OptimConfig(optimizer=name, schedule="cosine", learning_rate=0.05, weight_decay=0.1, warmup_epochs=0.2,
+                         ema=ema, ema_momentum=0.5)
     plain_classes = {"sgd": keras.optimizers.SGD, "adam": keras.optimizers.Adam, "adamw": keras.optimizers.AdamW}
     weights = {}
     for kind in ("compiled", "keras"):
@@ -95,7 +96,7 @@ def test_compiled_updates_equal_keras_updates(name):
             model.train_on_batch(x, y)
         if kind == "compiled":
             assert optimizer.__dict__.get("_compiled_for")  # the compiled update ran
-        weights[kind] = [w.numpy() for w in model.weights]
+        weights[kind] = [w.numpy() for w in [*model.weights, *optimizer.variables]]  # with moments, EMA copies
     assert int(optimizer.iterations) == 4
     for compiled, plain in zip(weights["compiled"], weights["keras"], strict=True):
         np.testing.assert_allclose(compiled, plain, rtol=1e-5, atol=1e-7)
