@@ -9,6 +9,9 @@ optimizer's step counter, so a resumed run (which restores the optimizer's
 * ``cosine``: linear warm-up from 0 to ``lr`` over ``warmup_epochs``, then cosine
   decay to 0 at the end of training.
 * ``constant``: ``lr`` throughout.
+
+The optimizers are Keras' SGD, Adam and AdamW with their updates compiled by
+XLA (:class:`CompiledUpdates`).
 """
 
 from __future__ import annotations
@@ -77,6 +80,7 @@ class CompiledUpdates:
         if trainable_variables is None or tf.distribute.has_strategy() or not tf.inside_function():
             return super().apply(grads, trainable_variables)
         variables = list(trainable_variables)
+        # The compiled function lives in __dict__, out of Keras' attribute tracking (it is not optimizer state).
         if not self.built:
             self.build(variables)
         key = tuple(id(variable) for variable in variables)
