@@ -203,10 +203,9 @@ def sub_batched(model: keras.Model, parts: int) -> Callable[[tf.Tensor], tf.Tens
 
     @tf.function
     def infer(images: tf.Tensor) -> tf.Tensor:
-        batch = images.shape[0]  # traced per batch size; an empty slice would fail in oneDNN's kernels
-        count = parts if batch is None else max(1, min(parts, batch))
-        if batch is None:
-            batch = tf.shape(images)[0]
+        static = images.shape[0]  # traced per batch size; an empty slice would fail in oneDNN's kernels
+        count = parts if static is None else max(1, min(parts, static))
+        batch = tf.shape(images)[0] if static is None else static
         bounds = [batch * i // count for i in range(count + 1)]
         return tf.concat([model(images[start:stop], training=False)
                           for start, stop in zip(bounds[:-1], bounds[1:])], axis=0)

@@ -24,8 +24,8 @@ writing out the denominator that the gradient needs: 38 instead of 48 ms for
 that LRN (Intel Xeon with AVX-512, 2 cores); the ``paper`` variant's folded
 inference model, 224 px, batch 32, both ways interleaved in one process, runs
 1.01-1.04x faster in float32 (two runs) and 1.1x in bfloat16 (258 against 233
-images/s).  The layer computes in float32 whatever its input
-dtype, so it runs under ``mixed_bfloat16`` / ``mixed_float16``.
+images/s).  The layer computes in float32 whatever its input dtype, so it runs
+under ``mixed_bfloat16`` / ``mixed_float16``.
 
 :class:`FusedBatchNormalization` is ``keras.layers.BatchNormalization`` running
 TensorFlow's fused kernel (one op forward, one backward), see its docstring.
