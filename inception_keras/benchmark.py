@@ -72,7 +72,7 @@ from .googlenet import MIN_INPUT_SIZE, build_googlenet, dtype_policy
 from .heads import compile_googlenet, inference_model
 from .layers import CpuConv2D
 from .optim import Adam
-from .runs import write_json
+from .runs import check_writable, write_json
 from .variants import VARIANTS
 
 TFLITE_QUANTIZATIONS = ("float32", "float16", "dynamic", "int8")
@@ -643,6 +643,7 @@ def settings_from_args(argv: Sequence[str] | None = None) -> Settings:
     for ok, message in checks:
         if not ok:
             raise UserError(message)
+    check_writable(Path(args.output).absolute().parent, "--output")
     return Settings(variant=args.variant, also_variants=tuple(v for v in also if v != args.variant),
                     image_size=args.image_size, batch_size=args.batch_size,
                     num_classes=args.num_classes, channels=args.channels, precision=args.precision,

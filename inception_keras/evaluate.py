@@ -54,7 +54,7 @@ from . import plots
 from .data import DataBundle, DataConfig, load_data
 from .errors import ArgumentParser, UserError, run_cli
 from .heads import head_names
-from .runs import write_json, write_text
+from .runs import check_writable, write_json, write_text
 
 SPLITS = ("train", "val", "test")
 CROPS = (1, 10)
@@ -616,11 +616,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     """Evaluate, print the Markdown report and write reports and figures; for tests and notebooks."""
     args = parse_args(argv)
-    if args.out and Path(args.out).exists() and not Path(args.out).is_dir():
-        raise UserError(f"--out {args.out} is a file: pass a directory for the reports")
+    out = Path(args.out) if args.out else default_out_dir(*locate_model(args.path))
+    check_writable(out, "--out")
     evaluation = evaluate_saved(args.path, dataset=args.dataset, data_dir=args.data_dir, splits=args.splits,
                                 crops=args.crops, batch_size=args.batch_size)
-    out = Path(args.out) if args.out else default_out_dir(evaluation.model_path, evaluation.run_dir)
     paths = write_evaluation(evaluation, out)
     print(format_markdown(evaluation.reports))
     print(f"Wrote {', '.join(path.name for path in paths.values())} to {out}")

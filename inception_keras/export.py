@@ -54,7 +54,7 @@ import tensorflow as tf
 from .errors import ArgumentParser, UserError, run_cli
 from .heads import inference_model
 from .layers import BiasConv2D, CpuConv2D
-from .runs import atomic_path, write_json
+from .runs import atomic_path, check_writable, write_json
 
 QUANTIZATIONS = ("float32", "float16", "dynamic", "int8")
 FORMATS = ("savedmodel", "tflite", "tflite-float16", "tflite-dynamic", "tflite-int8")
@@ -486,6 +486,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise UserError("--check-images must be >= 0 and --calibration-images >= 1")
     model_path, run_dir = locate_model(args.model)
     output_dir = Path(args.output_dir) if args.output_dir else default_output_dir(Path(args.model), model_path, run_dir)
+    check_writable(output_dir, "--output-dir")
     paths = output_paths(output_dir, dict.fromkeys(args.format))
     existing = [str(p) for p in [*paths.values(), output_dir / "export.json"] if p.exists()]
     if existing and not args.overwrite:

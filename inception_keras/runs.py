@@ -19,6 +19,7 @@ import json
 import os
 import shutil
 import tempfile
+import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
@@ -167,11 +168,18 @@ def prepare(run_dir: RunDir, config: dict[str, Any], overwrite: bool, comparable
     return True
 
 
-def check_writable(directory: Path) -> None:
-    """Fail early, before any training, if runs cannot be written under ``directory``."""
+def check_writable(directory: Path, option: str = "--output-dir") -> None:
+    """Fail early, before any work, if files cannot be written under ``directory`` (named ``option`` for the user).
+
+    Creates and removes an empty probe directory in ``directory`` or its nearest
+    existing ancestor: ``os.access`` answers yes to root even where the kernel
+    refuses (``/proc``, some mounts), and only a real write says otherwise.
+    """
     probe = directory
     while not probe.exists():
         probe = probe.parent
-    if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=".write-probe-", dir=probe))
+    except OSError:
         raise UserError(f"cannot write to {directory}: {probe} is not a writable directory; "
-                        "choose another --output-dir")
+                        f"choose another {option}") from None

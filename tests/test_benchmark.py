@@ -35,6 +35,15 @@ def test_user_errors_exit_2_and_write_nothing(tmp_path, capsys, argv, message):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_an_unwritable_output_is_refused_before_measuring(tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    assert run_cli(main, ["--output", str(blocker / "bench.json")]) == 2
+    assert capsys.readouterr().err == (f"error: cannot write to {blocker}: {blocker} is not a writable directory; "
+                                       "choose another --output\n")
+    assert list(tmp_path.iterdir()) == [blocker]
+
+
 def test_tflite_none_and_defaults():
     settings = benchmark.settings_from_args(["--tflite", "none"])
     assert settings.tflite == () and settings.variant == "bn" and settings.image_size == 224

@@ -308,6 +308,15 @@ def test_cli_user_errors_are_one_line_and_write_nothing(run_dir, arrays_data, tm
     assert not out.exists()
 
 
+def test_cli_checks_out_before_evaluating(run_dir, tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    assert run_cli(evaluate.main, [str(run_dir), "--out", str(blocker / "eval")]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err == (f"error: cannot write to {blocker / 'eval'}: {blocker} is not a "
+                                                   "writable directory; choose another --out\n")
+
+
 def test_cli_rejects_a_dataset_with_other_classes(run_dir, tmp_path, capsys):
     out = tmp_path / "eval"
     assert run_cli(evaluate.main, [str(run_dir), "--dataset", "sample", "--out", str(out)]) == 2  # real data

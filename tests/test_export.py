@@ -193,6 +193,16 @@ def test_cli_user_errors_write_nothing(saved_model_file, tmp_path, capsys, argv,
     assert not out.exists()
 
 
+def test_cli_checks_the_output_dir_before_exporting(saved_model_file, tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    assert run_cli(main, [str(saved_model_file), "--format", "savedmodel", "--output-dir", str(blocker / "out")]) == 2
+    error = capsys.readouterr().err
+    assert error == (f"error: cannot write to {blocker / 'out'}: {blocker} is not a writable directory; "
+                     "choose another --output-dir\n")
+    assert list(tmp_path.iterdir()) == [blocker]
+
+
 def test_cli_refuses_to_overwrite(saved_model_file, tmp_path, capsys):
     out = tmp_path / "out"
     (out / "savedmodel").mkdir(parents=True)

@@ -1,6 +1,7 @@
 """Run directory: atomic writes, the commit order of an epoch, and the overwrite / resume policy."""
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -90,4 +91,13 @@ def test_check_writable_refuses_a_file(tmp_path):
     with pytest.raises(UserError, match="not a writable directory"):
         check_writable(blocker / "runs")
     check_writable(tmp_path / "new" / "deeper")  # a missing directory under a writable one is fine
+    assert list(tmp_path.iterdir()) == [blocker]  # the probe directory is gone again
     assert json.loads(write_json(tmp_path / "a.json", {"k": 1}).read_text()) == {"k": 1}
+
+
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs Linux /proc")
+def test_check_writable_tries_a_real_write(tmp_path):
+    # os.access says /proc is writable to root; only creating something there fails.
+    with pytest.raises(UserError, match=r"cannot write to /proc/inception_keras_runs: /proc is not a writable "
+                                        r"directory; choose another --out$"):
+        check_writable(Path("/proc/inception_keras_runs"), "--out")
