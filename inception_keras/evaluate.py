@@ -40,6 +40,7 @@ import json
 import math
 import os
 import sys
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
@@ -492,6 +493,9 @@ def read_run_config(run_dir: Path | None) -> dict[str, Any]:
 
 def load_model(path: Path) -> keras.Model:
     """Load a saved model without its optimizer, turning a broken file into a UserError."""
+    if not zipfile.is_zipfile(path):  # Keras would report a truncated or foreign file as "File not found"
+        raise UserError(f"cannot load the model {path}: it is not a .keras archive (truncated or another format); "
+                        "pass a model saved by inception_keras")
     try:
         return keras.saving.load_model(path, compile=False)
     except (ValueError, OSError, KeyError, TypeError) as exc:

@@ -4,6 +4,7 @@ import csv
 import json
 import subprocess
 import sys
+import zipfile
 from types import SimpleNamespace
 
 import keras
@@ -330,6 +331,11 @@ def test_cli_rejects_a_broken_model_and_a_bare_model_without_dataset(run_dir, tm
     broken.mkdir()
     (broken / "config.json").write_text((run_dir / "config.json").read_text())
     (broken / "model.keras").write_bytes(b"not a zip file")
+    assert run_cli(evaluate.main, [str(broken)]) == 2
+    assert capsys.readouterr().err == (f"error: cannot load the model {broken / 'model.keras'}: it is not a .keras "
+                                       "archive (truncated or another format); pass a model saved by inception_keras\n")
+    with zipfile.ZipFile(broken / "model.keras", "w") as archive:  # a zip, but not a Keras model
+        archive.writestr("notes.txt", "hello")
     assert run_cli(evaluate.main, [str(broken)]) == 2
     assert capsys.readouterr().err.startswith(f"error: cannot load the model {broken / 'model.keras'} (")
     bare = tmp_path / "bare.keras"
