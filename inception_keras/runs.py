@@ -19,7 +19,6 @@ import json
 import os
 import shutil
 import tempfile
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
