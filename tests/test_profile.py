@@ -89,3 +89,14 @@ def test_user_errors_exit_2_and_write_nothing(tmp_path, capsys):
         error = capsys.readouterr().err
         assert error.startswith("error: ") and error.count("\n") == 1
     assert list(tmp_path.iterdir()) == []
+
+
+def test_inter_op_threads_cannot_change_once_tensorflow_runs():
+    import tensorflow as tf
+
+    from inception_keras.profile import set_inter_op_threads
+
+    tf.constant(1.0) + 1.0  # TensorFlow has run an op: its thread pools are fixed now
+    assert set_inter_op_threads(0) == "default"
+    with pytest.warns(UserWarning, match="inter-op threads stay at its default, not 1"):
+        assert set_inter_op_threads(1) == "default (TensorFlow was already running)"
