@@ -6,15 +6,14 @@ model of :func:`~inception_keras.export.export_model`) under ``tf.profiler`` and
 
 * milliseconds per step by op type (oneDNN's ``_MklNative`` prefixes dropped) and by group
   (convolutions, BatchNorm, pooling, ReLU, concatenation and its gradient slices, matmuls, XLA-compiled
-  functions such as the optimizer's update, the rest;
-  on AVX2 CPUs the 3x3 convolutions' filter gradients are matmuls, see
-  :class:`~inception_keras.layers.CpuConv2D`);
+  functions such as the optimizer's update, the rest; on AVX2 CPUs the 3x3 convolutions' filter
+  gradients are matmuls, see :class:`~inception_keras.layers.CpuConv2D`);
 * for the convolutions, milliseconds and GFLOP/s per kernel size and pass (forward, input gradient, filter
   gradient), from each op's layer and :func:`~inception_keras.flops.per_layer_multiply_adds`, which shows
   whether a convolution runs near the matmul limit or is memory-bound.
 
 By default TensorFlow runs one op at a time here (``--inter-op-threads 1``), so op times add up to the step
-and do not stretch each other; the step itself is as fast within noise.  Op times are read from the
+and do not stretch each other (the step itself runs up to about 5% slower than with TensorFlow's default).  Op times are read from the
 profiler's trace (the ``.xplane.pb`` it writes: events on the executor's ``tf_Compute`` threads are the ops,
 named ``scope/op_name:OpType``).  Everything is also written as JSON (``--output``).
 """
