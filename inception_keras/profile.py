@@ -32,7 +32,7 @@ from typing import Any, Callable, Iterable, Sequence
 import keras
 import tensorflow as tf
 
-from .benchmark import Settings, build_model, random_batch
+from .benchmark import Settings, build_model, mixed_policy, random_batch, settings_policy
 from .errors import ArgumentParser, UserError, run_cli
 from .export import export_model
 from .flops import per_layer_multiply_adds
@@ -194,6 +194,9 @@ def build_parser() -> ArgumentParser:
     parser.add_argument("--image-size", type=int, default=224, help="default 224")
     parser.add_argument("--batch-size", type=int, default=32, help="default 32")
     parser.add_argument("--num-classes", type=int, default=1000, help="default 1000")
+    parser.add_argument("--precision", default="float32", choices=("float32", "mixed"),
+                        help="as the benchmark's: mixed is mixed_float16 on a GPU, mixed_bfloat16 on a CPU with "
+                             "bfloat16 instructions; default float32")
     parser.add_argument("--warmup", type=int, default=3, help="untimed steps first (default 3)")
     parser.add_argument("--steps", type=int, default=3, help="profiled steps, averaged (default 3)")
     parser.add_argument("--inter-op-threads", type=int, default=1,
@@ -218,6 +221,8 @@ def parse_args(argv: Sequence[str] | None) -> Any:
         if not ok:
             raise UserError(message)
     check_writable(Path(args.output).absolute().parent, "--output")
+    if args.precision == "mixed":
+        mixed_policy()  # a UserError on a machine without fast mixed precision
     return args
 
 
@@ -243,7 +248,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     threads = set_inter_op_threads(args.inter_op_threads)
     settings = Settings(variant=args.variant, image_size=args.image_size, batch_size=args.batch_size,
-                        num_classes=args.num_classes)
+                        num_classes=args.num_classes, precision=args.precision)
     model = build_model(settings, (args.image_size, args.image_size, settings.channels), args.num_classes)
     images, labels = random_batch(settings, args.image_size)
     step, timed_model = step_function(model, args.task, images, labels)
@@ -256,6 +261,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         seconds.append(time.perf_counter() - start)
     events = trace(step, args.steps)
     result = {"title": f"GoogLeNet {args.variant} {args.task}, {args.image_size} px, batch {args.batch_size}, "
+                       f"{settings_policy(settings)}, "
                        f"inter-op threads {threads}",
               "settings": vars(args), "step_ms": sorted(seconds)[len(seconds) // 2] * 1e3,
               **summarise(events, timed_model, args.steps, args.batch_size)}

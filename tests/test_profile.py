@@ -3,6 +3,7 @@
 import json
 
 import pytest
+import tensorflow as tf
 
 from inception_keras import build_googlenet
 from inception_keras.errors import run_cli
@@ -83,8 +84,10 @@ def test_a_traced_step_attributes_every_convolution(tmp_path, capsys, task):
     assert "| convolution |" in capsys.readouterr().out
 
 
-def test_user_errors_exit_2_and_write_nothing(tmp_path, capsys):
-    for argv in (["--image-size", "16"], ["--output", str(tmp_path / "p.txt")], ["--task", "predict"]):
+def test_user_errors_exit_2_and_write_nothing(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr("inception_keras.benchmark.cpu_flags", lambda: {"avx2"})  # no bfloat16 instructions
+    for argv in (["--image-size", "16"], ["--output", str(tmp_path / "p.txt")], ["--task", "predict"],
+                 ["--precision", "mixed"] if not tf.config.list_physical_devices("GPU") else ["--steps", "0"]):
         assert run_cli(main, argv) == 2
         error = capsys.readouterr().err
         assert error.startswith("error: ") and error.count("\n") == 1
@@ -92,8 +95,6 @@ def test_user_errors_exit_2_and_write_nothing(tmp_path, capsys):
 
 
 def test_inter_op_threads_cannot_change_once_tensorflow_runs():
-    import tensorflow as tf
-
     from inception_keras.profile import set_inter_op_threads
 
     tf.constant(1.0) + 1.0  # TensorFlow has run an op: its thread pools are fixed now
