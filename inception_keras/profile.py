@@ -21,6 +21,7 @@ named ``scope/op_name:OpType``).  Everything is also written as JSON (``--output
 from __future__ import annotations
 
 import re
+import statistics
 import sys
 import tempfile
 import time
@@ -263,7 +264,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     result = {"title": f"GoogLeNet {args.variant} {args.task}, {args.image_size} px, batch {args.batch_size}, "
                        f"{settings_policy(settings)}, "
                        f"inter-op threads {threads}",
-              "settings": vars(args), "step_ms": sorted(seconds)[len(seconds) // 2] * 1e3,
+              "settings": vars(args), "step_ms": statistics.median(seconds) * 1e3,
               **summarise(events, timed_model, args.steps, args.batch_size)}
     print(format_report(result))
     write_json(args.output, result)
