@@ -13,6 +13,7 @@ import keras
 from keras import layers
 
 from .layers import CpuConv2D, FusedBatchNormalization
+from .pooling import AdaptiveAveragePooling2D
 from .variants import Variant
 
 # Side of the aux heads' pooled map: the paper's 5x5/3 pool turns 4a/4d's 14x14 into 4x4.
@@ -83,6 +84,8 @@ def aux_pooling(x, name: str, variant: Variant):
     paper_fits = all(side is not None and (side - 5) // 3 + 1 == AUX_POOLED_SIDE for side in (height, width))
     if variant.aux_pool == "paper" and paper_fits:
         return layers.AveragePooling2D(5, strides=3, padding="valid", name=f"{name}_pool")(x)
+    if None in (height, width):
+        return AdaptiveAveragePooling2D(AUX_POOLED_SIDE, name=f"{name}_pool")(x)
     return layers.AdaptiveAveragePooling2D(AUX_POOLED_SIDE, name=f"{name}_pool")(x)
 
 

@@ -9,12 +9,13 @@ main head (global average pool, dropout, FC, softmax).  The outputs are named
 Deviations from the paper / Caffe, for every variant:
 
 * conv1 pads 3 on every side (as Caffe and torchvision do) with an explicit
-  ``ZeroPadding2D``; pools use ``padding="same"``, which gives exactly Caffe's
-  ceil-mode sizes and padding for 3x3/2 and 2x2/2 pools at every input size.
+  ``ZeroPadding2D``.  The stride-2 pools have Caffe's / torchvision's ceil-mode
+  windows at every input size (:func:`~inception_keras.pooling.ceil_mode_max_pooling`:
+  Keras' ``MaxPooling2D`` wherever a Keras padding gives them, as at 224 px).
 * Any input of at least :data:`MIN_INPUT_SIZE` pixels per side works.  The aux
-  heads use the paper's 5x5/3 average pool where it yields 4x4 (inputs of about
-  208..255 px) and an adaptive 4x4 average pool otherwise, so the head keeps its
-  2048 features (torchvision does the same).
+  heads use the paper's 5x5/3 average pool where it yields 4x4 (square inputs
+  of 223..270 px) and an adaptive 4x4 average pool otherwise, so the head keeps
+  its 2048 features (torchvision does the same).
 * Weight initialisation is Keras' default (Glorot uniform, zero bias), not Caffe's
   xavier / constant 0.2 bias.
 * The aux heads and every softmax run in float32 under mixed precision.
@@ -23,6 +24,7 @@ Deviations from the paper / Caffe, for every variant:
 from __future__ import annotations
 
 import contextlib
+import numbers
 from typing import Any, Iterator
 
 import keras
@@ -30,6 +32,7 @@ from keras import layers
 
 from .blocks import InceptionSpec, aux_head, conv_unit, inception_module, keras_input
 from .layers import LRN
+from .pooling import ceil_mode_max_pooling
 from .variants import Variant, get_variant
 
 MIN_INPUT_SIZE = 32
@@ -79,20 +82,20 @@ def stem(x, variant: Variant):
     """conv1 7x7/2, pool1 3x3/2 (+LRN), conv2 1x1 reduce + 3x3 (+LRN), pool2 3x3/2."""
     x = layers.ZeroPadding2D(3, name="conv1_pad")(x)
     x = conv_unit(x, 64, 7, "conv1_7x7_s2", variant, strides=2, padding="valid")
-    x = layers.MaxPooling2D(3, strides=2, padding="same", name="pool1_3x3_s2")(x)
+    x = ceil_mode_max_pooling(x, 3, 2, "pool1_3x3_s2")
     if variant.lrn:
         x = LRN(name="pool1_norm1")(x)
     x = conv_unit(x, 64, 1, "conv2_3x3_reduce", variant)
     x = conv_unit(x, 192, 3, "conv2_3x3", variant)
     if variant.lrn:
         x = LRN(name="conv2_norm2")(x)
-    return layers.MaxPooling2D(3, strides=2, padding="same", name="pool2_3x3_s2")(x)
+    return ceil_mode_max_pooling(x, 3, 2, "pool2_3x3_s2")
 
 
 def _check_arguments(num_classes: int, input_shape: tuple, include_top: bool, pooling: str | None,
                      dropout: float | None, aux_dropout: float) -> None:
     """Raise a ValueError that says what to change for any invalid argument."""
-    if include_top and (not isinstance(num_classes, int) or num_classes < 2):
+    if include_top and (not _is_integer(num_classes) or num_classes < 2):
         raise ValueError(f"num_classes must be an integer >= 2, got {num_classes!r}")
     if len(input_shape) != 3:
         raise ValueError(f"input_shape must be (height, width, channels), got {input_shape!r}")
@@ -105,9 +108,16 @@ def _check_arguments(num_classes: int, input_shape: tuple, include_top: bool, po
                              f"{MIN_INPUT_SIZE}x{MIN_INPUT_SIZE} pixels; resize your images")
     if pooling not in (None, "avg", "max"):
         raise ValueError(f"pooling must be None, 'avg' or 'max', got {pooling!r}")
-    for label, rate in (("dropout", dropout), ("aux_dropout", aux_dropout)):
-        if rate is not None and not 0.0 <= rate < 1.0:
-            raise ValueError(f"{label} must be in [0, 1), got {rate!r}")
+    for label, rate, optional in (("dropout", dropout, True), ("aux_dropout", aux_dropout, False)):
+        if rate is None and optional:
+            continue
+        if not isinstance(rate, numbers.Real) or isinstance(rate, bool) or not 0.0 <= rate < 1.0:
+            raise ValueError(f"{label} must be a number in [0, 1){' or None' if optional else ''}, got {rate!r}")
+
+
+def _is_integer(value: Any) -> bool:
+    """Whether ``value`` is an integer (Python's or NumPy's, as ``y.max() + 1`` gives), not a bool."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
 def build_googlenet(
@@ -146,8 +156,11 @@ def build_googlenet(
         with ``include_top`` only: the single output ``main``; else the feature model.
     """
     spec = get_variant(variant)
+    if input_tensor is not None:
+        input_shape = tuple(input_tensor.shape[1:])  # the size the model will see is the tensor's
     input_shape = tuple(input_shape)
     _check_arguments(num_classes, input_shape, include_top, pooling, dropout, aux_dropout)
+    num_classes = int(num_classes)
     model_input, x = keras_input(input_shape, input_tensor)
 
     x = stem(x, spec)
@@ -155,8 +168,7 @@ def build_googlenet(
     for block in INCEPTION_TABLE:
         if block.name in POOL_BEFORE:
             size = spec.pool4_size if block.name == "5a" else 3
-            x = layers.MaxPooling2D(size, strides=2, padding="same",
-                                    name=f"{POOL_BEFORE[block.name]}_{size}x{size}_s2")(x)
+            x = ceil_mode_max_pooling(x, size, 2, f"{POOL_BEFORE[block.name]}_{size}x{size}_s2")
         x = inception_module(x, block, spec)
         for head, tap in AUX_TAPS.items():
             if tap == block.name and include_top and aux_heads:

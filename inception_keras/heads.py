@@ -14,6 +14,7 @@ from __future__ import annotations
 from typing import Any
 
 import keras
+import tensorflow as tf
 from keras import ops
 
 from .googlenet import OUTPUT_NAMES
@@ -25,7 +26,10 @@ class SparseCategoricalCrossentropy(keras.losses.Loss):
 
     Keras' own ``SparseCategoricalCrossentropy`` has no ``label_smoothing``; this
     one-hot encodes the labels and calls ``keras.losses.categorical_crossentropy``,
-    which has.  With ``label_smoothing=0`` it equals the Keras loss.
+    which has.  With ``label_smoothing=0`` it equals the Keras loss.  A label
+    outside ``[0, classes)`` (1-based labels, say) would one-hot encode to zeros
+    and add no loss, so it raises an ``InvalidArgumentError`` instead, as Keras'
+    loss does on CPU (under XLA the check compiles to nothing).
     """
 
     def __init__(self, label_smoothing: float = 0.0, from_logits: bool = False,
@@ -36,7 +40,11 @@ class SparseCategoricalCrossentropy(keras.losses.Loss):
 
     def call(self, y_true, y_pred):
         labels = ops.reshape(ops.cast(y_true, "int32"), ops.shape(y_pred)[:-1])
-        one_hot = ops.one_hot(labels, ops.shape(y_pred)[-1], dtype=y_pred.dtype)
+        classes = ops.shape(y_pred)[-1]
+        message = "labels must be class indices in [0, number of classes): check the labels' range"
+        with tf.control_dependencies([tf.debugging.assert_non_negative(labels, message=message),
+                                      tf.debugging.assert_less(labels, classes, message=message)]):
+            one_hot = ops.one_hot(labels, classes, dtype=y_pred.dtype)
         return keras.losses.categorical_crossentropy(one_hot, y_pred, from_logits=self.from_logits,
                                                      label_smoothing=self.label_smoothing)
 

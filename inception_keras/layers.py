@@ -36,6 +36,7 @@ gradient is computed with matmuls on AVX2 CPUs, see its docstring.
 
 from __future__ import annotations
 
+import numbers
 from typing import Any
 
 import keras
@@ -57,8 +58,8 @@ class LRN(keras.layers.Layer):
 
     def __init__(self, size: int = 5, alpha: float = 1e-4, beta: float = 0.75, k: float = 1.0, **kwargs: Any):
         super().__init__(**kwargs)
-        if size < 1 or size % 2 == 0:
-            raise ValueError(f"LRN size must be a positive odd number, got {size}")
+        if not isinstance(size, numbers.Integral) or isinstance(size, bool) or size < 1 or size % 2 == 0:
+            raise ValueError(f"LRN size must be a positive odd integer, got {size!r}")
         self.size = int(size)
         self.alpha = float(alpha)
         self.beta = float(beta)

@@ -4,7 +4,7 @@ import keras
 import numpy as np
 import pytest
 
-from inception_keras import build_googlenet, endpoints, feature_extractor
+from inception_keras import build_googlenet, compile_googlenet, endpoints, feature_extractor
 from inception_keras.googlenet import INCEPTION_TABLE, MIN_INPUT_SIZE
 
 
@@ -95,6 +95,57 @@ def test_variable_size_input_uses_adaptive_aux_pool():
         assert main.shape == aux1.shape == (1, 7)
 
 
+@pytest.mark.parametrize("shape", [(None, None, 3), (None, 64, 3)])
+def test_variable_size_model_with_aux_heads_trains_and_predicts_at_several_sizes(shape):
+    """Compiled train / predict functions see the unknown sides: the aux pooling must work them out at run time."""
+    model = compile_googlenet(build_googlenet(5, input_shape=shape, variant="bn"))
+    rng = np.random.default_rng(0)
+    labels = np.array([0, 1, 2, 4])
+    for height, width in ((40, 64), (67, 64)):
+        images = rng.uniform(-1, 1, (4, height, width, 3)).astype("float32")
+        history = model.fit(images, {"main": labels, "aux1": labels, "aux2": labels}, epochs=1, verbose=0)
+        assert np.isfinite(history.history["loss"][0])
+        assert [p.shape for p in model.predict(images, verbose=0)] == [(4, 5)] * 3
+
+
+def caffe_pool(side: int, size: int = 3) -> int:
+    """Caffe's / torchvision's ceil-mode pooled side, stride 2, no padding."""
+    return int(np.ceil((side - size) / 2)) + 1
+
+
+@pytest.mark.parametrize("variant", ["paper", "torchvision"])
+@pytest.mark.parametrize("height, width", [(200, 200), (225, 225), (200, 225), (97, 64)])
+def test_pools_give_caffes_ceil_mode_sizes_at_any_size(variant, height, width):
+    """padding="same" alone would give one more row or column wherever a pooled map is odd (200 px: 13, not 12)."""
+    model = build_googlenet(7, input_shape=(height, width, 3), variant=variant)
+    pool4 = 2 if variant == "torchvision" else 3
+    for axis, side in ((1, height), (2, width)):
+        conv1 = (side + 6 - 7) // 2 + 1
+        pool1 = caffe_pool(conv1)
+        pool2 = caffe_pool(pool1)
+        pool3 = caffe_pool(pool2)
+        expected = {"pool1": pool1, "pool2": pool2, "pool3": pool3, "pool4": caffe_pool(pool3, pool4)}
+        found = {name: tensor.shape[axis] for name, tensor in endpoints(model, tuple(expected)).items()}
+        assert found == expected
+
+
+def test_pools_at_224_are_keras_max_pooling_with_same_padding():
+    """Every pooled map is even at 224 px, where "same" is ceil mode: the model holds Keras' own layer."""
+    model = build_googlenet(7, input_shape=(224, 224, 3), variant="bn")
+    pools = [layer for layer in model.layers if "_s2" in layer.name and "pool" in layer.name]
+    assert [layer.name for layer in pools] == ["pool1_3x3_s2", "pool2_3x3_s2", "pool3_3x3_s2", "pool4_3x3_s2"]
+    assert all(type(layer) is keras.layers.MaxPooling2D and layer.padding == "same" for layer in pools)
+    assert endpoints(model, ("pool2",))["pool2"].shape == (None, 28, 28, 192)
+
+
+def test_small_input_tensor_is_rejected_and_numpy_class_counts_accepted():
+    with pytest.raises(ValueError, match="at least 32x32"):
+        build_googlenet(3, input_tensor=keras.Input((20, 20, 3)))
+    labels = np.array([0, 2, 1])
+    model = build_googlenet(labels.max() + 1, input_shape=(32, 32, 3), aux_heads=False)  # a NumPy integer
+    assert model.output.shape == (None, 3)
+
+
 def test_include_top_false_pooling_and_logits():
     base = build_googlenet(input_shape=(64, 64, 3), include_top=False)
     assert base.output.shape == (None, 2, 2, 1024) and len(base.outputs) == 1
@@ -157,8 +208,12 @@ def test_one_training_step_gives_finite_loss_and_gradient_everywhere(variant):
     ({"input_shape": (64, 64, 0)}, "channel count"),
     ({"variant": "inception_v3"}, "unknown variant"),
     ({"pooling": "sum", "include_top": False}, "pooling must be"),
-    ({"dropout": 1.0}, "dropout must be in"),
-    ({"aux_dropout": -0.1}, "aux_dropout must be in"),
+    ({"dropout": 1.0}, "dropout must be a number in"),
+    ({"dropout": "0.5"}, "dropout must be a number in"),
+    ({"aux_dropout": -0.1}, "aux_dropout must be a number in"),
+    ({"aux_dropout": None}, "aux_dropout must be a number in"),
+    ({"num_classes": True}, "num_classes must be an integer"),
+    ({"num_classes": 10.0}, "num_classes must be an integer"),
 ])
 def test_invalid_arguments_raise_clear_errors(kwargs, message):
     kwargs = {"input_shape": (64, 64, 3), **kwargs}

@@ -107,3 +107,22 @@ def test_compile_rejects_bad_arguments():
         compile_googlenet(model, label_smoothing=1.0)
     with pytest.raises(ValueError, match="include_top=True"):
         compile_googlenet(build_googlenet(input_shape=(32, 32, 3), include_top=False, pooling="avg"))
+
+
+@pytest.mark.parametrize("labels", [[7, 0, 1], [-1, 0, 1], [5, 0, 1]])
+def test_loss_rejects_labels_outside_the_classes(labels):
+    """Out-of-range labels one-hot encode to zeros: without the check they would add no loss, silently."""
+    import tensorflow as tf
+
+    probabilities = np.full((3, 5), 0.2, "float32")
+    with pytest.raises(tf.errors.InvalidArgumentError, match="labels must be class indices"):
+        SparseCategoricalCrossentropy()(np.array(labels), probabilities)
+
+
+def test_fit_with_one_based_labels_fails_instead_of_training(model_and_batch):
+    import tensorflow as tf
+
+    model, x = model_and_batch
+    one_based = np.arange(16) % NUM_CLASSES + 1  # NUM_CLASSES itself is out of range
+    with pytest.raises(tf.errors.InvalidArgumentError, match="labels must be class indices"):
+        model.fit(x, {"main": one_based, "aux1": one_based, "aux2": one_based}, epochs=1, verbose=0)

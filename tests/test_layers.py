@@ -48,8 +48,8 @@ def test_lrn_config_round_trip():
     assert isinstance(restored, LRN) and restored.size == 7
 
 
-@pytest.mark.parametrize("size", [0, 4, -3])
-def test_lrn_rejects_even_or_non_positive_size(size):
+@pytest.mark.parametrize("size", [0, 4, -3, 2.5, 5.0, True])
+def test_lrn_rejects_even_non_positive_or_non_integer_size(size):
     with pytest.raises(ValueError, match="positive odd"):
         LRN(size=size)
 
