@@ -17,6 +17,8 @@
   ``dynamic`` (int8 weights, activations quantized on the fly) or ``int8``
   (int8 weights and activations, calibrated on ``representative_data``; the
   input and output stay float32 so callers need no quantization parameters).
+  A mixed-precision model is converted through :func:`float32_model`, its
+  float32 copy: TFLite has no bfloat16 kernels.
 * :func:`tflite_predict` runs a ``.tflite`` file on a batch of images;
   :func:`agreement` compares two sets of softmax outputs (top-1 agreement,
   max absolute probability difference).
@@ -176,10 +178,48 @@ def fold_batchnorm(model: keras.Model, name: str | None = None) -> keras.Model:
 
 
 def export_model(model: keras.Model, fold: bool = True) -> keras.Model:
-    """The model to export: the ``main`` head only (aux heads dropped), with BatchNorm folded unless ``fold=False``."""
+    """The model to export: the ``main`` head only (aux heads dropped), with BatchNorm folded unless ``fold=False``.
+
+    The layers keep their dtype policy: a model built under ``mixed_bfloat16``
+    gives a bfloat16 inference model (what the benchmark times and the SavedModel
+    serves); :func:`tflite_flatbuffer` makes its own float32 copy.
+    """
     if len(model.outputs) > 1:
         model = inference_model(model)
     return fold_batchnorm(model) if fold else model
+
+
+def _is_float32(layer: keras.layers.Layer) -> bool:
+    """Whether ``layer`` computes and keeps its variables in float32."""
+    policy = layer.dtype_policy
+    return policy.compute_dtype == "float32" and policy.variable_dtype == "float32"
+
+
+def float32_model(model: keras.Model) -> keras.Model:
+    """``model`` itself when every layer computes in float32, else a float32 copy of it.
+
+    The copy has the same architecture, layer names and input / output names,
+    every layer under the ``float32`` dtype policy, and the original's weights
+    cast to float32 (exact: bfloat16 and float16 values are float32 values; a
+    mixed policy keeps float32 variables anyway).  Its predictions differ from
+    the original's only by the original's bfloat16 / float16 rounding.
+    """
+    if all(_is_float32(layer) for layer in model.layers):
+        return model
+    nested = [layer.name for layer in model.layers if isinstance(layer, keras.Model)]
+    if nested:
+        raise ValueError(f"cannot make a float32 copy of {model.name!r}: nested models {nested}")
+
+    def clone_layer(layer: keras.layers.Layer) -> keras.layers.Layer:
+        return layer.__class__.from_config({**layer.get_config(), "dtype": "float32"})
+
+    copy = keras.models.clone_model(model, input_tensors=_same_input(model), clone_function=clone_layer)
+    for layer in copy.layers:
+        original = model.get_layer(layer.name)
+        if original.weights:
+            layer.set_weights([np.asarray(value).astype(variable.dtype)
+                               for variable, value in zip(layer.weights, original.get_weights(), strict=True)])
+    return keras.Model(copy.input, copy.output, name=model.name)
 
 
 def sub_batched(model: keras.Model, parts: int) -> Callable[[tf.Tensor], tf.Tensor]:
@@ -274,11 +314,20 @@ def tflite_flatbuffer(model: keras.Model, quantization: str = "float32",
     The converter reads a SavedModel written by ``model.export`` to a temporary
     directory: converting a concrete function of a Keras 3 model directly keeps
     variable reads that the int8 calibrator cannot run.
+
+    A model built under a mixed-precision policy (``mixed_bfloat16`` /
+    ``mixed_float16``) is converted as its float32 copy (:func:`float32_model`),
+    for every ``quantization``: TFLite's builtin kernels have no bfloat16 ones,
+    and its ``float16`` / ``dynamic`` / ``int8`` quantizations start from a
+    float32 model.  The copy is
+    made here, not in :func:`export_model`, so the Keras inference model and the
+    SavedModel keep computing in the policy's dtype.
     """
     if quantization not in QUANTIZATIONS:
         raise ValueError(f"quantization must be one of {', '.join(QUANTIZATIONS)}, got {quantization!r}")
     if quantization == "int8" and representative_data is None:
         raise ValueError("int8 quantization needs representative_data: a few hundred training images")
+    model = float32_model(model)
     with tempfile.TemporaryDirectory(prefix="inception_keras_tflite.") as workdir:
         model.export(workdir, format="tf_saved_model", verbose=False)
         converter = tf.lite.TFLiteConverter.from_saved_model(workdir)
@@ -299,7 +348,9 @@ def export_tflite(model: keras.Model, path: str | os.PathLike, quantization: str
     """Convert ``model`` to TFLite and write it to ``path``; return the path.
 
     Args:
-        model: the model to convert, usually :func:`export_model`'s result.
+        model: the model to convert, usually :func:`export_model`'s result; a
+            mixed-precision one is converted as its float32 copy (see
+            :func:`tflite_flatbuffer`).
         path: the ``.tflite`` file to write (atomically).
         quantization: ``"float32"``, ``"float16"`` (float16 weights), ``"dynamic"``
             (int8 weights, dynamic-range activations) or ``"int8"`` (int8 weights

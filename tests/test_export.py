@@ -8,9 +8,10 @@ import pytest
 
 from inception_keras import build_googlenet, inference_model
 from inception_keras.errors import run_cli
-from inception_keras.export import (agreement, export_model, export_savedmodel, export_tflite, fold_batchnorm,
-                                    foldable_pairs, keras_predict, main, savedmodel_predict, sub_batched,
-                                    tflite_predict)
+from inception_keras.export import (agreement, export_model, export_savedmodel, export_tflite, float32_model,
+                                    fold_batchnorm, foldable_pairs, keras_predict, main, savedmodel_predict,
+                                    sub_batched, tflite_predict)
+from inception_keras.googlenet import dtype_policy
 
 SIZE, CLASSES = 40, 4
 
@@ -148,6 +149,42 @@ def test_int8_needs_representative_data(exported, tmp_path):
     assert not (tmp_path / "x.tflite").exists()
 
 
+@pytest.fixture(scope="module")
+def mixed_bn_model():
+    keras.utils.set_random_seed(3)
+    with dtype_policy("mixed_bfloat16"):
+        model = build_googlenet(CLASSES, input_shape=(SIZE, SIZE, 3), variant="bn")
+    return sharpen(randomise_batchnorm(model))
+
+
+def test_float32_model_copies_a_mixed_model(mixed_bn_model, exported, images):
+    mixed = export_model(mixed_bn_model)
+    assert mixed.get_layer("classifier").compute_dtype == "bfloat16"  # export_model keeps the policy
+    copy = float32_model(mixed)
+    assert all(layer.compute_dtype == "float32" and layer.variable_dtype == "float32" for layer in copy.layers)
+    assert [layer.name for layer in copy.layers] == [layer.name for layer in mixed.layers]
+    assert copy.input.name == "image" and copy.output_names == ["main"]
+    assert all(np.array_equal(a, b) for a, b in zip(copy.get_weights(), mixed.get_weights(), strict=True))
+    assert mixed.get_layer("classifier").compute_dtype == "bfloat16"  # the original is not changed
+    result = agreement(mixed.predict_on_batch(images), copy.predict_on_batch(images))
+    assert result["top1_agreement"] == 1.0 and result["max_abs_diff"] < 2e-2
+    assert float32_model(exported) is exported  # a float32 model is converted as it is
+
+
+@pytest.mark.parametrize("variant", ["bn", "paper"])  # paper: LRN, no BatchNorm
+def test_mixed_precision_model_exports_to_tflite(variant, mixed_bn_model, images, tmp_path):
+    if variant == "bn":
+        model = mixed_bn_model
+    else:
+        keras.utils.set_random_seed(4)
+        with dtype_policy("mixed_bfloat16"):
+            model = sharpen(build_googlenet(CLASSES, input_shape=(SIZE, SIZE, 3), variant=variant))
+    path = export_tflite(export_model(model), tmp_path / "mixed.tflite")  # TFLite has no bfloat16 kernels
+    result = agreement(keras_predict(model, images), tflite_predict(path, images))
+    # Keras computes in bfloat16, TFLite in float32
+    assert result["top1_agreement"] == 1.0 and result["max_abs_diff"] < 2e-2, result
+
+
 def test_agreement_counts_top1_and_max_difference():
     reference = np.array([[0.9, 0.1], [0.4, 0.6], [0.5, 0.5]])
     other = np.array([[0.8, 0.2], [0.7, 0.3], [0.5, 0.5]])
@@ -178,6 +215,21 @@ def test_cli_exports_and_checks(saved_model_file, tmp_path, capsys):
     for row in report["formats"].values():
         assert row["images"] == 8 and row["top1_agreement"] == 1.0 and row["max_abs_diff"] < 1e-4
     assert "top-1 agreement" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_cli_exports_a_mixed_precision_model(tmp_path, capsys):
+    keras.utils.set_random_seed(5)
+    with dtype_policy("mixed_bfloat16"):
+        model = randomise_batchnorm(build_googlenet(CLASSES, input_shape=(32, 32, 3), variant="bn"))
+    model.save(tmp_path / "mixed.keras")
+    out = tmp_path / "out"
+    assert run_cli(main, [str(tmp_path / "mixed.keras"), "--format", "savedmodel", "tflite", "--output-dir",
+                          str(out), "--check-images", "8"]) == 0
+    report = json.loads((out / "export.json").read_text())
+    for row in report["formats"].values():
+        assert row["images"] == 8 and row["top1_agreement"] == 1.0 and row["max_abs_diff"] < 2e-2
+    assert (out / "model_float32.tflite").is_file() and "top-1 agreement" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("argv, message", [
