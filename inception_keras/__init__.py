@@ -18,6 +18,7 @@ from .distribute import MultiWorkerModel
 from .googlenet import INCEPTION_TABLE, MIN_INPUT_SIZE, build_googlenet, endpoints, feature_extractor
 from .heads import SparseCategoricalCrossentropy, compile_googlenet, inference_model
 from .layers import LRN, BiasConv2D, CpuConv2D, FusedBatchNormalization
+from .port import load_torchvision_weights
 from .variants import VARIANTS
 
 warn_if_onednn_off()
@@ -39,4 +40,5 @@ __all__ = [
     "endpoints",
     "feature_extractor",
     "inference_model",
+    "load_torchvision_weights",
 ]

@@ -7,7 +7,7 @@
   bias, the aux heads' 1x1 conv included) and no LRN.  Trains far better from
   scratch; the recommended default for training.
 * ``torchvision``: the layout of ``torchvision.models.googlenet`` so its weights
-  can be ported one to one: conv without bias + BatchNorm(eps=1e-3) + ReLU, the
+  can be ported one to one (:func:`~inception_keras.port.load_torchvision_weights`): conv without bias + BatchNorm(eps=1e-3) + ReLU, the
   "5x5" branch with a 3x3 kernel (torchvision's known quirk, kept for the
   weights), ``pool4`` 2x2/2, main dropout 0.2, aux pooling always adaptive 4x4.
 
