@@ -147,7 +147,9 @@ def fold_batchnorm(model: keras.Model, name: str | None = None) -> keras.Model:
     Layers that are not folded keep their configuration and weights;
     :class:`~inception_keras.layers.CpuConv2D` layers become ``keras.layers.Conv2D``
     (same forward pass; its gradient tuning is of no use at inference), so a
-    folded BN model holds Keras layers only and loads without ``inception_keras``.
+    folded BN model holds Keras layers only and loads without ``inception_keras``
+    (unless its input sides are ``None`` or of different parity: then its
+    pools are :class:`~inception_keras.pooling.CeilModeMaxPooling2D`).
     """
     pairs = foldable_pairs(model)
     skipped = set(pairs.values()) | {layer.name for layer in model.layers if isinstance(layer, keras.layers.Dropout)}
