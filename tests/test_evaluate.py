@@ -346,6 +346,39 @@ def test_cli_rejects_a_broken_model_and_a_bare_model_without_dataset(run_dir, tm
     assert sorted(p.name for p in broken.iterdir()) == ["config.json", "model.keras"]
 
 
+def flip_middle(source, target, count=4096, compression=None):
+    """Copy the .keras file ``source`` to ``target`` with ``count`` bytes in its middle inverted.
+
+    ``compression``: first rewrite the archive with this zip compression (Keras stores its members).
+    The zip directory at the end stays intact, so the file still looks like a zip archive.
+    """
+    if compression is not None:
+        with zipfile.ZipFile(source) as old, zipfile.ZipFile(target, "w", compression) as new:
+            for name in old.namelist():
+                new.writestr(name, old.read(name))
+        source = target
+    data = bytearray(source.read_bytes())
+    middle = len(data) // 2
+    data[middle:middle + count] = bytes(b ^ 0xFF for b in data[middle:middle + count])
+    target.write_bytes(bytes(data))
+    assert zipfile.is_zipfile(target)
+    return target
+
+
+@pytest.mark.parametrize("compression", [None, zipfile.ZIP_DEFLATED])
+def test_cli_rejects_a_corrupt_model_in_one_line(run_dir, tmp_path, capsys, compression):
+    corrupt = flip_middle(run_dir / "model.keras", tmp_path / "corrupt.keras", compression=compression)
+    out = tmp_path / "eval"
+    assert run_cli(evaluate.main, [str(corrupt), "--dataset", "sample", "--out", str(out)]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err.count("\n") == 1
+    assert captured.err.startswith(f"error: the model {corrupt} is corrupt (")
+    assert captured.err.endswith("): re-save or re-train it\n")
+    if compression is None:
+        assert "model.weights.h5 fails its CRC-32 check" in captured.err
+    assert not out.exists()
+
+
 def test_cli_rejects_a_run_without_a_model(tmp_path, capsys):
     (tmp_path / "config.json").write_text("{}")
     assert run_cli(evaluate.main, [str(tmp_path)]) == 2

@@ -262,6 +262,19 @@ def test_cli_refuses_to_overwrite(saved_model_file, tmp_path, capsys):
     assert "--overwrite" in capsys.readouterr().err
 
 
+def test_cli_rejects_a_corrupt_model_in_one_line(saved_model_file, tmp_path, capsys):
+    data = bytearray(saved_model_file.read_bytes())
+    middle = len(data) // 2
+    data[middle:middle + 4096] = bytes(b ^ 0xFF for b in data[middle:middle + 4096])  # zip directory intact
+    corrupt = tmp_path / "corrupt.keras"
+    corrupt.write_bytes(bytes(data))
+    out = tmp_path / "out"
+    assert run_cli(main, [str(corrupt), "--output-dir", str(out)]) == 2
+    assert capsys.readouterr().err == (f"error: the model {corrupt} is corrupt (model.weights.h5 fails its CRC-32 "
+                                       "check): re-save or re-train it\n")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["corrupt.keras"]
+
+
 def test_cli_missing_model(tmp_path, capsys):
     assert run_cli(main, [str(tmp_path / "nope.keras")]) == 2
     assert "does not exist" in capsys.readouterr().err
