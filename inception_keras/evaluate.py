@@ -232,17 +232,21 @@ def model_size(model: keras.Model, bundle: DataBundle) -> int:
 
 
 def check_compatible(model: keras.Model, bundle: DataBundle) -> None:
-    """Raise a UserError unless the model's classes and channels are those of the dataset."""
+    """Raise a UserError unless the model's classes and channels are those of the dataset.
+
+    Shared by every command that runs a model on a dataset (evaluate, export's check), so the advice names
+    the options, not the command.
+    """
     model_heads(model)
     classes = int(model.get_layer("main").output.shape[-1])
     dataset = bundle.config.dataset
     if classes != bundle.num_classes:
         raise UserError(f"the model has {classes} classes but dataset {dataset!r} has {bundle.num_classes}: "
-                        "evaluate on the dataset the model was trained on (--dataset, --data-dir)")
+                        "pass the dataset the model was trained on (--dataset, --data-dir)")
     channels = int(model.input.shape[-1])
     if channels != bundle.channels:
         raise UserError(f"the model takes {channels}-channel images but dataset {dataset!r} gives "
-                        f"{bundle.channels}: evaluate with the data settings the model was trained with")
+                        f"{bundle.channels}: use the data settings the model was trained with")
 
 
 def check_splits(splits: Sequence[str], bundle: DataBundle) -> None:
@@ -541,7 +545,7 @@ def data_config(run_config: Mapping[str, Any], model: keras.Model, dataset: str 
         return DataConfig(**fields)
     except TypeError as exc:
         raise UserError(f"the run's config.json has data settings this version does not know ({exc}): "
-                        "evaluate with the version that trained it") from None
+                        "use the version that trained it") from None
 
 
 def load_bundle(run_config: Mapping[str, Any], model: keras.Model, dataset: str | None = None,
@@ -558,7 +562,7 @@ def check_class_names(run_config: Mapping[str, Any], bundle: DataBundle) -> None
     for index, (ours, theirs) in enumerate(zip(trained, bundle.class_names)):
         if ours != theirs:
             raise UserError(f"class {index} of the model is {ours!r} but {theirs!r} in dataset "
-                            f"{bundle.config.dataset!r}: evaluate on the dataset it was trained on "
+                            f"{bundle.config.dataset!r}: pass the dataset it was trained on "
                             "(--dataset, --data-dir)")
 
 

@@ -497,8 +497,12 @@ class CheckData:
 
 
 def check_data(args: Any, model: keras.Model, run_config: dict[str, Any]) -> CheckData:
-    """The CLI's check and calibration images: the run's (or ``--dataset``'s) test / train split, else random."""
-    from .evaluate import load_bundle
+    """The CLI's check and calibration images: the run's (or ``--dataset``'s) test / train split, else random.
+
+    A dataset whose classes (count or, for a run, names) or channels are not the model's is refused with
+    evaluate's own checks: its accuracy would mean nothing.
+    """
+    from .evaluate import check_class_names, check_compatible, load_bundle
 
     if args.dataset is None and not run_config.get("data"):
         if "tflite-int8" in args.format:
@@ -507,6 +511,8 @@ def check_data(args: Any, model: keras.Model, run_config: dict[str, Any]) -> Che
         images = np.random.default_rng(0).uniform(-1, 1, shape).astype(np.float32)
         return CheckData(images, None, None, "uniform random images")
     bundle = load_bundle(run_config, model, args.dataset, args.data_dir)
+    check_compatible(model, bundle)
+    check_class_names(run_config, bundle)
     images, labels = _collect(bundle.eval_dataset("test"), args.check_images or None)
     calibration = None
     if "tflite-int8" in args.format:

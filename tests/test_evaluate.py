@@ -321,8 +321,8 @@ def test_cli_checks_out_before_evaluating(run_dir, tmp_path, capsys):
 def test_cli_rejects_a_dataset_with_other_classes(run_dir, tmp_path, capsys):
     out = tmp_path / "eval"
     assert run_cli(evaluate.main, [str(run_dir), "--dataset", "sample", "--out", str(out)]) == 2  # real data
-    assert capsys.readouterr().err == ("error: the model has 7 classes but dataset 'sample' has 10: evaluate on "
-                                       "the dataset the model was trained on (--dataset, --data-dir)\n")
+    assert capsys.readouterr().err == ("error: the model has 7 classes but dataset 'sample' has 10: pass the "
+                                       "dataset the model was trained on (--dataset, --data-dir)\n")
     assert not out.exists()
 
 

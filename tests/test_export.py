@@ -262,6 +262,17 @@ def test_cli_refuses_to_overwrite(saved_model_file, tmp_path, capsys):
     assert "--overwrite" in capsys.readouterr().err
 
 
+def test_cli_rejects_a_check_dataset_with_other_classes(tmp_path, capsys):
+    keras.utils.set_random_seed(6)
+    path = tmp_path / "two.keras"
+    build_googlenet(2, input_shape=(32, 32, 1), variant="bn", aux_heads=False).save(path)
+    out = tmp_path / "out"
+    assert run_cli(main, [str(path), "--dataset", "sample", "--output-dir", str(out)]) == 2  # 10 classes
+    assert capsys.readouterr().err == ("error: the model has 2 classes but dataset 'sample' has 10: pass the dataset "
+                                       "the model was trained on (--dataset, --data-dir)\n")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["two.keras"]
+
+
 def test_cli_rejects_a_corrupt_model_in_one_line(saved_model_file, tmp_path, capsys):
     data = bytearray(saved_model_file.read_bytes())
     middle = len(data) // 2
