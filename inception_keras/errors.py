@@ -25,8 +25,13 @@ class ArgumentParser(argparse.ArgumentParser):
         raise UserError(f"{message} (see {self.prog} --help)")
 
 
-def run_cli(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[str] | None = None) -> int:
-    """Run a CLI ``main`` and turn a :class:`UserError` into ``error: ...`` and exit status 2."""
+def run_cli(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[str] | None = None, *,
+            interrupted: str = "run the same command again to resume") -> int:
+    """Run a CLI ``main`` and turn a :class:`UserError` into ``error: ...`` and exit status 2.
+
+    Ctrl-C prints ``error: interrupted; <interrupted>`` and exits with 130: a command
+    whose rerun does not resume says what a rerun does instead.
+    """
     try:
         return int(main(argv) or 0)
     except UserError as exc:
@@ -34,5 +39,5 @@ def run_cli(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[s
         print(f"error: {message}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("error: interrupted; run the same command again to resume", file=sys.stderr)
+        print(f"error: interrupted; {interrupted}", file=sys.stderr)
         return 130

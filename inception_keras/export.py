@@ -24,7 +24,8 @@
   max absolute probability difference).
 
 Every file or directory is written under a temporary name and renamed into
-place, so an interrupted export never leaves a half-written model.
+place, so an interrupted export never leaves a half-written model; the command
+line moves its exports into place only once all of them are written and checked.
 
 Command line: writes ``OUT/savedmodel/``, ``OUT/model_<quantization>.tflite``
 and ``OUT/export.json`` with, for every export, its agreement with the Keras
@@ -39,6 +40,7 @@ uniform random images; int8 is calibrated on images of the training split::
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import sys
@@ -62,6 +64,7 @@ QUANTIZATIONS = ("float32", "float16", "dynamic", "int8")
 FORMATS = ("savedmodel", "tflite", "tflite-float16", "tflite-dynamic", "tflite-int8")
 DEFAULT_CALIBRATION_IMAGES = 200
 DEFAULT_CHECK_IMAGES = 500
+INTERRUPTED = "nothing was written; run the same command again"  # after Ctrl-C (see main)
 # Convolutions whose forward pass is exactly keras.layers.Conv2D's (CpuConv2D only changes the gradients).
 PLAIN_CONVS = (keras.layers.Conv2D, CpuConv2D, BiasConv2D)
 
@@ -536,8 +539,61 @@ def default_output_dir(given: Path, model_path: Path, run_dir: Path | None) -> P
     return run_dir / "export" if run_dir and given.is_dir() else model_path.with_name(f"{model_path.stem}_export")
 
 
+def export_and_check(exported: keras.Model, fmt: str, path: Path, data: CheckData, reference: np.ndarray,
+                     calibration_images: int) -> dict[str, Any]:
+    """Write ``exported`` in format ``fmt`` at ``path``; return its agreement with ``reference`` and accuracy."""
+    if fmt == "savedmodel":
+        export_savedmodel(exported, path)
+        predictions = savedmodel_predict(path, data.images)
+    else:
+        quantization = fmt.removeprefix("tflite-") if fmt != "tflite" else "float32"
+        export_tflite(exported, path, quantization, data.calibration, calibration_images)
+        predictions = tflite_predict(path, data.images)
+    return {**agreement(reference, predictions), "accuracy": accuracy(predictions, data.labels)}
+
+
+@contextlib.contextmanager
+def staging_directory(output_dir: Path) -> Iterator[Path]:
+    """A hidden directory inside ``output_dir`` for one invocation's exports, removed when the block ends.
+
+    If the block fails (or is interrupted), the directories this created on the way to ``output_dir`` are
+    removed too when they are empty, so a failed export leaves the file system as it found it.
+    """
+    existing = output_dir
+    while not existing.exists():
+        existing = existing.parent
+    output_dir.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=output_dir, prefix=".export."))
+    try:
+        yield staging
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        created = output_dir
+        while created != existing:
+            with contextlib.suppress(OSError):  # not empty: something else is in there
+                created.rmdir()
+            created = created.parent
+        raise
+    shutil.rmtree(staging, ignore_errors=True)
+
+
+def move_into_place(staged: dict[str, Path], paths: dict[str, Path]) -> None:
+    """Rename every finished export from its staging path to its final path, replacing an older one."""
+    for fmt, path in paths.items():
+        if staged[fmt].is_dir():
+            _replace_directory(staged[fmt], path)
+        else:
+            os.replace(staged[fmt], path)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Export and check; print one line per format. Returns the exit status."""
+    """Export and check; print one line per format. Returns the exit status.
+
+    Every format is written and checked in a staging directory inside the output directory and moved into
+    place only when all of them are done, then ``export.json`` is written: an export that fails or is
+    interrupted leaves nothing behind (an older export replaced with ``--overwrite`` stays as it was), so
+    running the same command again starts cleanly.
+    """
     from .evaluate import load_model, locate_model, read_run_config
 
     args = build_parser().parse_args(argv)
@@ -558,28 +614,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     results: dict[str, Any] = {"model": str(model_path), "folded_batchnorm": not args.no_fold,
                                "check_images": data.source, "keras_accuracy": accuracy(reference, data.labels),
                                "formats": {}}
-    for fmt, path in paths.items():
-        if fmt == "savedmodel":
-            export_savedmodel(exported, path)
-            predictions = savedmodel_predict(path, data.images)
-        else:
-            quantization = fmt.removeprefix("tflite-") if fmt != "tflite" else "float32"
-            export_tflite(exported, path, quantization, data.calibration, args.calibration_images)
-            predictions = tflite_predict(path, data.images)
-        row = {"path": str(path), **agreement(reference, predictions),
-               "accuracy": accuracy(predictions, data.labels)}
-        results["formats"][fmt] = row
+    with staging_directory(output_dir) as staging:
+        staged = {fmt: staging / path.name for fmt, path in paths.items()}
+        for fmt, path in paths.items():
+            row = export_and_check(exported, fmt, staged[fmt], data, reference, args.calibration_images)
+            results["formats"][fmt] = {"path": str(path), **row}
+        move_into_place(staged, paths)
+        write_json(output_dir / "export.json", results)
+    for fmt, row in results["formats"].items():
         scored = "" if row["accuracy"] is None else (
             f"  accuracy {row['accuracy']:.4f} (Keras {results['keras_accuracy']:.4f})")
-        print(f"{fmt:15s} {path}  top-1 agreement {row['top1_agreement']:.4f}  "
+        print(f"{fmt:15s} {row['path']}  top-1 agreement {row['top1_agreement']:.4f}  "
               f"max |dp| {row['max_abs_diff']:.2e}{scored}  ({row['images']} images: {data.source})")
-    write_json(output_dir / "export.json", results)
     return 0
 
 
 def cli() -> None:
-    """Console entry point."""
-    sys.exit(run_cli(main))
+    """Console entry point: user errors become one ``error:`` line (exit 2), Ctrl-C says nothing was written."""
+    sys.exit(run_cli(main, interrupted=INTERRUPTED))
 
 
 if __name__ == "__main__":

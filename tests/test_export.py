@@ -1,12 +1,13 @@
 """Export of the inference model: BatchNorm folding is exact, SavedModel / TFLite predict what Keras does."""
 
 import json
+import sys
 
 import keras
 import numpy as np
 import pytest
 
-from inception_keras import build_googlenet, inference_model
+from inception_keras import build_googlenet, export, inference_model
 from inception_keras.errors import run_cli
 from inception_keras.export import (agreement, export_model, export_savedmodel, export_tflite, float32_model,
                                     fold_batchnorm, foldable_pairs, keras_predict, main, savedmodel_predict,
@@ -284,6 +285,46 @@ def test_cli_rejects_a_corrupt_model_in_one_line(saved_model_file, tmp_path, cap
     assert capsys.readouterr().err == (f"error: the model {corrupt} is corrupt (model.weights.h5 fails its CRC-32 "
                                        "check): re-save or re-train it\n")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["corrupt.keras"]
+
+
+def interrupt(*args, **kwargs):
+    raise KeyboardInterrupt
+
+
+def run_export_command(monkeypatch, argv):
+    """``python -m inception_keras.export ARGV`` in this process; returns its exit status."""
+    monkeypatch.setattr(sys, "argv", ["python -m inception_keras.export", *argv])
+    with pytest.raises(SystemExit) as exit_info:
+        export.cli()
+    return exit_info.value.code
+
+
+def test_an_interrupted_export_leaves_nothing_and_the_same_command_then_works(saved_model_file, tmp_path, capsys,
+                                                                              monkeypatch):
+    out = tmp_path / "new" / "out"
+    argv = [str(saved_model_file), "--format", "savedmodel", "--output-dir", str(out), "--check-images", "4"]
+    with monkeypatch.context() as patch:
+        patch.setattr(export, "savedmodel_predict", interrupt)  # Ctrl-C once the SavedModel is written
+        assert run_export_command(patch, argv) == 130
+    assert capsys.readouterr().err == "error: interrupted; nothing was written; run the same command again\n"
+    assert list(tmp_path.iterdir()) == []  # not even the directories it created
+    assert run_export_command(monkeypatch, argv) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["export.json", "savedmodel"]  # no staging directory left
+    assert json.loads((out / "export.json").read_text())["formats"]["savedmodel"]["path"] == str(out / "savedmodel")
+
+
+def test_an_interrupted_overwrite_keeps_the_previous_export(saved_model_file, tmp_path, capsys, monkeypatch):
+    out = tmp_path / "out"
+    (out / "savedmodel").mkdir(parents=True)
+    (out / "savedmodel" / "old").write_text("old")
+    (out / "export.json").write_text("{}")
+    monkeypatch.setattr(export, "export_tflite", interrupt)  # after the SavedModel was written and checked
+    argv = [str(saved_model_file), "--format", "savedmodel", "tflite", "--output-dir", str(out), "--check-images",
+            "4", "--overwrite"]
+    assert run_export_command(monkeypatch, argv) == 130
+    assert "nothing was written" in capsys.readouterr().err
+    assert sorted(str(p.relative_to(out)) for p in out.rglob("*")) == ["export.json", "savedmodel", "savedmodel/old"]
+    assert (out / "export.json").read_text() == "{}"
 
 
 def test_cli_missing_model(tmp_path, capsys):
