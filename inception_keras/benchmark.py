@@ -449,12 +449,31 @@ def sub_batch_worker(argv: Sequence[str]) -> int:
                                   "inter_op_threads": tf.config.threading.get_inter_op_parallelism_threads()})
 
 
-def pipeline_contenders(settings: Settings) -> tuple[list[Contender], dict[str, Any]]:
-    """The real dataset's pipeline alone, training from it, and training from one of its batches in memory."""
+def pipeline_bundle(settings: Settings) -> Any:
+    """The ``--dataset`` to time the input pipeline of (a :class:`~inception_keras.data.DataBundle`), or None.
+
+    An unknown or unreadable dataset is a :class:`UserError`: the user asked for
+    this measurement, so it fails in one line before anything is timed rather
+    than being skipped with a note.
+    """
+    if not settings.dataset:
+        return None
     from .data import DataConfig, load_data
 
-    bundle = load_data(DataConfig(dataset=settings.dataset, data_dir=settings.data_dir,
-                                  image_size=settings.pipeline_image_size, batch_size=settings.batch_size))
+    try:
+        return load_data(DataConfig(dataset=settings.dataset, data_dir=settings.data_dir,
+                                    image_size=settings.pipeline_image_size, batch_size=settings.batch_size))
+    except (ImportError, OSError) as exc:  # e.g. tensorflow_datasets missing for a TFDS name, an unreadable file
+        reason = " ".join(str(exc).split())[:200]
+        raise UserError(f"cannot load --dataset {settings.dataset} ({reason}): fix --dataset / --data-dir or "
+                        "leave --dataset out") from None
+
+
+def pipeline_contenders(settings: Settings, bundle: Any) -> tuple[list[Contender], dict[str, Any]]:
+    """The real dataset's pipeline alone, training from it, and training from one of its batches in memory.
+
+    ``bundle`` is :func:`pipeline_bundle`'s dataset.
+    """
     dataset = bundle.train_dataset(heads=HEADS).repeat()
     model = build_model(settings, bundle.input_shape, bundle.num_classes)
     compile_googlenet(model, Adam())
@@ -688,8 +707,13 @@ def keras_contenders(settings: Settings, workdir: Path) -> tuple[list[Contender]
     return contenders + tflite, facts, notes
 
 
-def run_benchmark(settings: Settings, log: Callable[[str], None] = print) -> dict[str, Any]:
-    """Build every contender, measure them in interleaved rounds, and return the results as a dict."""
+def run_benchmark(settings: Settings, log: Callable[[str], None] = print, bundle: Any = None) -> dict[str, Any]:
+    """Build every contender, measure them in interleaved rounds, and return the results as a dict.
+
+    ``bundle``: the ``--dataset`` already loaded by :func:`pipeline_bundle` (loaded here when None).
+    """
+    if settings.dataset and bundle is None:
+        bundle = pipeline_bundle(settings)
     notes: list[str] = []
     load_start = os.getloadavg()
     workers: list[Worker] = []
@@ -699,12 +723,9 @@ def run_benchmark(settings: Settings, log: Callable[[str], None] = print) -> dic
         notes += more
         matmul = matmul_contender(settings.matmul_size)
         pipeline = None
-        if settings.dataset:
-            try:
-                more_contenders, pipeline = pipeline_contenders(settings)
-                contenders += more_contenders
-            except (ImportError, UserError, OSError) as exc:
-                notes.append(f"pipeline skipped: {' '.join(str(exc).split())}")
+        if bundle is not None:
+            more_contenders, pipeline = pipeline_contenders(settings, bundle)
+            contenders += more_contenders
         if settings.torch:
             if not torch_installed():
                 notes.append("torchvision skipped: torch / torchvision are not installed "
@@ -784,7 +805,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     settings = settings_from_args(argv)
     if settings.precision == "mixed":
         mixed_policy()
-    results = run_benchmark(settings, log=lambda message: print(message, file=sys.stderr, flush=True))
+    bundle = pipeline_bundle(settings)
+    results = run_benchmark(settings, log=lambda message: print(message, file=sys.stderr, flush=True),
+                            bundle=bundle)
     print(format_report(results))
     write_json(settings.output, results)
     print(f"\nwritten {settings.output}")

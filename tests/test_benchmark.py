@@ -25,6 +25,8 @@ MATMUL_GRADIENT_CONVS = 0 if tf.config.list_logical_devices("GPU") else 10  # co
     (["--also-variants", "paper,resnet"], "--also-variants"),
     (["--sub-batches", "33"], "--sub-batches"),
     (["--sub-batches", "-1"], "--sub-batches"),
+    (["--dataset", "nosuch"], "unknown dataset 'nosuch'"),  # before any model is built or timed
+    (["--dataset", "sample", "--data-dir", "/nonexistent-data-dir"], "data_dir /nonexistent-data-dir is not"),
 ])
 def test_user_errors_exit_2_and_write_nothing(tmp_path, capsys, argv, message):
     output = tmp_path / "bench.json"
