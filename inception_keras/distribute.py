@@ -39,6 +39,7 @@ structure and reduces scalar metrics along an axis they do not have.
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 from typing import Any
@@ -104,13 +105,22 @@ def read_tf_config() -> dict[str, list[str]]:
 
 
 def tpu_strategy(tpu: str | None) -> tf.distribute.Strategy:
-    """``TPUStrategy`` on the TPU named ``tpu`` (a name, a ``grpc://`` address, or ``local``)."""
+    """``TPUStrategy`` on the TPU named ``tpu`` (a name, a ``grpc://`` address, or ``local``).
+
+    Every way of not finding it is one :class:`UserError`: no TPU here
+    (ValueError / RuntimeError / OpError), and a TPU name the resolver cannot
+    look up: outside Google Cloud it asks the GCE metadata server and the Cloud
+    TPU API over HTTP, which fails with ``urllib.error.URLError`` (an OSError)
+    or an ``http.client.HTTPException``.  A ``grpc://`` address where nothing
+    answers is not bounded: TensorFlow connects to it without a timeout, in C++
+    where Ctrl-C does not reach it (SIGTERM does).
+    """
     try:
         resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=tpu or "")
         tf.config.experimental_connect_to_cluster(resolver)
         tf.tpu.experimental.initialize_tpu_system(resolver)
         return tf.distribute.TPUStrategy(resolver)
-    except (ValueError, RuntimeError, tf.errors.OpError) as exc:
+    except (ValueError, RuntimeError, OSError, http.client.HTTPException, tf.errors.OpError) as exc:
         message = " ".join(str(exc).split())[:200]
         raise UserError(f"no TPU found ({message}); pass --tpu NAME (or 'local' on a TPU VM), "
                         "or choose another --strategy") from None

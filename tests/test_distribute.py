@@ -15,6 +15,7 @@ import socket
 import subprocess
 import sys
 import types
+import urllib.error
 from pathlib import Path
 
 import pytest
@@ -106,6 +107,22 @@ def test_strategy_errors_exit_2_and_write_nothing(monkeypatch, tmp_path, capsys,
     assert run_cli(train_module.main, argv + ["--output-dir", str(tmp_path / "runs")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: ") and message in err[0], err
+    assert not (tmp_path / "runs").exists()
+
+
+def test_a_tpu_name_that_cannot_be_looked_up_is_a_user_error(monkeypatch, tmp_path, capsys):
+    """Outside Google Cloud the resolver looks the name up over HTTP and fails with a URLError (no network here)."""
+    def resolver(tpu=None, **kwargs):
+        raise urllib.error.URLError(OSError(-2, "Name or service not known"))
+
+    monkeypatch.setattr(tf.distribute.cluster_resolver, "TPUClusterResolver", resolver)
+    with pytest.raises(UserError, match=r"^no TPU found \(<urlopen error \[Errno -2\] Name or service not known>\); "
+                                        "pass --tpu NAME"):
+        distribute.make_strategy("tpu", "bogus-name")
+    argv = ["--strategy", "tpu", "--tpu", "bogus-name", "--output-dir", str(tmp_path / "runs")]
+    assert run_cli(train_module.main, argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: no TPU found (<urlopen error"), err
     assert not (tmp_path / "runs").exists()
 
 
