@@ -7,6 +7,11 @@ What is measured, per split:
   weighted averages: scikit-learn's ``classification_report``) and the overall
   metrics: top-1 / top-5 accuracy and macro / weighted scores (scikit-learn) and
   the cross-entropy loss (Keras, the loss the model trained with).
+  Every class of the dataset is scored in every split (``labels=`` all
+  classes): a class with no image in a split is listed with support 0 and
+  precision / recall / F1 0 (``zero_division=0``), and counts in the macro
+  averages, which are means over all classes; the weighted averages weight by
+  support, so it has no effect on them.
 * A model with aux heads also gets the same overall metrics for ``aux1``,
   ``aux2`` and ``average``, the mean of the three softmax outputs (the paper
   averaged over classifiers).  One forward pass of the full model gives every
@@ -142,8 +147,12 @@ def head_metrics(labels: np.ndarray, probabilities: np.ndarray) -> dict[str, Any
 
     ``loss`` is Keras' sparse categorical cross-entropy; accuracy, top-5 accuracy
     (None with 5 classes or fewer, where it is always 1) and the macro / weighted
-    precision, recall and F1 come from scikit-learn.  Classes never predicted
-    count as precision 0 (``zero_division=0``).
+    precision, recall and F1 come from scikit-learn with ``labels`` = every
+    class of the model and ``zero_division=0``: a class never predicted has
+    precision 0, a class absent from ``labels`` has recall (and F1) 0, and the
+    macro averages are plain means over all classes, absent ones included (a
+    split with 2 of 3 classes, both recalled perfectly, has macro recall 2/3).
+    The weighted averages weight each class by its support.
     """
     classes = np.arange(probabilities.shape[-1])
     predicted = probabilities.argmax(axis=-1)
@@ -166,7 +175,12 @@ def head_metrics(labels: np.ndarray, probabilities: np.ndarray) -> dict[str, Any
 
 
 def per_class_report(labels: np.ndarray, probabilities: np.ndarray, class_names: Sequence[str]) -> dict[str, Any]:
-    """scikit-learn's ``classification_report`` as a dict, keyed by class name (plus macro / weighted avg)."""
+    """scikit-learn's ``classification_report`` as a dict, keyed by class name (plus macro / weighted avg).
+
+    Every class in ``class_names`` has a row, with support 0 and precision /
+    recall / F1 0 when the split has none of its images (``zero_division=0``);
+    ``macro avg`` is the mean over all those rows, as in :func:`head_metrics`.
+    """
     report = classification_report(labels, probabilities.argmax(axis=-1), labels=np.arange(len(class_names)),
                                    target_names=list(class_names), output_dict=True, zero_division=0)
     for row in report.values():

@@ -120,6 +120,17 @@ def test_overall_is_the_main_head_and_top5_is_undefined_for_few_classes(fixed):
     assert few.overall["top5_accuracy"] is None and list(few.heads) == ["main"]
 
 
+def test_macro_averages_count_a_class_absent_from_the_split_as_zero():
+    labels = np.array([0, 0, 1, 1])  # no image of class "c"
+    probabilities = np.eye(3, dtype="float32")[[0, 1, 1, 1]]  # one class-0 image taken for class 1
+    report = evaluate.split_report("test", labels, {"main": probabilities}, ["a", "b", "c"])
+    assert report.classes["c"] == {"precision": 0.0, "recall": 0.0, "f1-score": 0.0, "support": 0}
+    assert report.classes["macro avg"]["recall"] == pytest.approx((0.5 + 1.0 + 0.0) / 3)  # not (0.5 + 1) / 2
+    assert report.overall["macro_recall"] == pytest.approx(0.5)
+    assert report.overall["macro_precision"] == pytest.approx((1.0 + 2 / 3 + 0.0) / 3)
+    assert report.overall["weighted_recall"] == pytest.approx(0.75)  # support-weighted: "c" weighs 0
+
+
 def test_written_reports(fixed, tmp_path):
     labels, probabilities = fixed
     reports = {split: evaluate.split_report(split, labels, probabilities, CLASS_NAMES)
