@@ -89,10 +89,11 @@ class RunState:
 
 
 class RunDir:
-    """Paths and state of one run directory."""
+    """Paths and state of one run directory, ``output_dir/NAME`` (``output_dir`` defaults to the path's parent)."""
 
-    def __init__(self, path: str | os.PathLike):
+    def __init__(self, path: str | os.PathLike, output_dir: str | os.PathLike | None = None):
         self.path = Path(path)
+        self.output_dir = Path(output_dir) if output_dir is not None else self.path.parent
 
     def file(self, name: str) -> Path:
         """Path of an artifact inside the run."""
@@ -137,6 +138,28 @@ class RunDir:
         shutil.rmtree(self.checkpoint_dir, ignore_errors=True)
 
 
+def check_run_name(name: str) -> None:
+    """Refuse a ``--name`` that is not one plain folder name (it would leave, or be, the output directory)."""
+    separators = {"/", os.sep, os.altsep} - {None}
+    if not name.strip() or name in (".", "..") or any(s in name for s in separators) or "\0" in name:
+        raise UserError(f"--name must be a single folder name (no path separators, not '.' or '..', not empty), "
+                        f"got {name!r}; put the parent folder in --output-dir")
+
+
+def remove_run_dir(run_dir: RunDir) -> None:
+    """Delete the run directory for ``--overwrite``, only if it is a real folder directly inside ``output_dir``.
+
+    Resolved, the run folder must be a child of the resolved output directory:
+    not the output directory itself (``--name .``), not above it (``..``), not a
+    symlink to elsewhere, so nothing but the run itself can be removed.
+    """
+    path, output_dir = run_dir.path, run_dir.output_dir.resolve()
+    if path.is_symlink() or path.resolve().parent != output_dir:
+        raise UserError(f"refusing to delete {path}: it is not a folder directly inside {output_dir}; "
+                        "remove it yourself or choose another --name")
+    shutil.rmtree(path)
+
+
 def prepare(run_dir: RunDir, config: dict[str, Any], overwrite: bool, comparable: set[str],
             chief: bool = True) -> bool:
     """Apply the overwrite / resume policy; return True when resuming an interrupted run.
@@ -152,7 +175,7 @@ def prepare(run_dir: RunDir, config: dict[str, Any], overwrite: bool, comparable
         raise UserError(f"{run_dir.path} exists and is not a directory; choose another --output-dir / --name")
     if overwrite:
         if chief and run_dir.path.exists():
-            shutil.rmtree(run_dir.path)
+            remove_run_dir(run_dir)
         return False
     if run_dir.is_finished():
         raise UserError(f"{run_dir.path} holds a finished run; pass --overwrite to replace it "

@@ -24,6 +24,7 @@ writes the run directory.
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import sys
 import time
@@ -44,7 +45,7 @@ from .errors import ArgumentParser, UserError, run_cli
 from .googlenet import build_googlenet, dtype_policy
 from .heads import compile_googlenet, inference_model
 from .optim import OPTIMIZERS, SCHEDULES, OptimConfig, make_optimizer
-from .runs import CONFIG_FILE, SUMMARY_FILE, RunDir, check_writable, prepare, write_json
+from .runs import CONFIG_FILE, SUMMARY_FILE, RunDir, check_run_name, check_writable, prepare, write_json
 from .variants import VARIANTS
 
 PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
@@ -213,7 +214,7 @@ def resumed_config(args: argparse.Namespace) -> TrainConfig:
     given = [o.flag for o in OPTIONS if getattr(args, o.field) is not None]
     if given:
         raise UserError(f"--resume takes the run's saved settings; drop {', '.join(given)}")
-    run = Path(args.resume)
+    run = Path(os.path.abspath(Path(args.resume).expanduser()))  # "." or "runs/x/.." name the folder itself
     if not (run / CONFIG_FILE).exists():
         raise UserError(f"{run} is not a run directory (no {CONFIG_FILE}); check the path")
     from .runs import read_json
@@ -261,6 +262,8 @@ def validate(config: TrainConfig) -> None:
     for ok, message in checks:
         if not ok:
             raise UserError(message)
+    if config.name is not None:
+        check_run_name(config.name)
 
 
 def versions() -> dict[str, str]:
@@ -404,7 +407,7 @@ def train(config: TrainConfig) -> dict[str, Any]:
     validate(config)
     strategy = make_strategy(config.strategy, config.tpu)  # first: multi-worker set-up precedes other TF work
     chief = is_chief(strategy)
-    run_dir = RunDir(Path(config.output_dir) / config.run_name)
+    run_dir = RunDir(Path(config.output_dir) / config.run_name, output_dir=config.output_dir)
     check_writable(Path(config.output_dir))
     bundle = load_data(config.data)  # bad data fails here, before anything is written
     resolved = {**asdict(config), "run_name": config.run_name}

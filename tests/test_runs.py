@@ -6,7 +6,8 @@ from pathlib import Path
 import pytest
 
 from inception_keras.errors import UserError
-from inception_keras.runs import RunDir, RunState, atomic_path, check_writable, prepare, write_json
+from inception_keras.runs import (RunDir, RunState, atomic_path, check_run_name, check_writable, prepare,
+                                  write_json)
 
 
 def test_atomic_path_renames_on_success_and_leaves_nothing_on_failure(tmp_path):
@@ -101,3 +102,29 @@ def test_check_writable_tries_a_real_write(tmp_path):
     with pytest.raises(UserError, match=r"cannot write to /proc/inception_keras_runs: /proc is not a writable "
                                         r"directory; choose another --out$"):
         check_writable(Path("/proc/inception_keras_runs"), "--out")
+
+
+@pytest.mark.parametrize("name", ["..", ".", "", " ", "a/b", "../escaped", "/abs"])
+def test_check_run_name_refuses_anything_but_one_plain_folder_name(name):
+    with pytest.raises(UserError, match="--name must be a single folder name"):
+        check_run_name(name)
+    check_run_name("my-run_2.v1")  # dots inside a name are fine
+
+
+def test_overwrite_removes_only_the_run_folder_itself(tmp_path):
+    runs = tmp_path / "runs"
+    keep = runs / "other" / "summary.json"
+    keep.parent.mkdir(parents=True)
+    keep.write_text("{}")
+    # --name "..", "." (pathlib drops it: the run path is the output dir) or "other/.." would delete X or runs/
+    for name in ("..", ".", "other/.."):
+        with pytest.raises(UserError, match="refusing to delete"):
+            prepare(RunDir(runs / name, output_dir=runs), {}, True, set())
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (runs / "link").symlink_to(elsewhere)  # a run folder that is a link to another place
+    with pytest.raises(UserError, match="refusing to delete"):
+        prepare(RunDir(runs / "link", output_dir=runs), {}, True, set())
+    assert keep.exists() and elsewhere.is_dir()
+    assert prepare(RunDir(runs / "other", output_dir=runs), {}, True, set()) is False
+    assert not (runs / "other").exists() and runs.is_dir() and elsewhere.is_dir()

@@ -242,3 +242,20 @@ def test_mixed_bfloat16_builds_trains_and_keeps_aux_heads_and_softmax_in_float32
     logs = model.train_on_batch(x, {"main": y, "aux1": y, "aux2": y}, return_dict=True)
     assert math.isfinite(logs["loss"])
     assert all(out.dtype == "float32" for out in model(x))
+
+
+@pytest.mark.parametrize("name", ["..", ".", "", "../../escaped", "sub/run"])
+def test_a_name_that_is_not_one_folder_is_refused_before_anything_is_touched(name, tmp_path, capsys):
+    from inception_keras.errors import run_cli
+
+    (tmp_path / "keep.txt").write_text("the user's file")
+    other = tmp_path / "runs" / "other"
+    other.mkdir(parents=True)
+    (other / "summary.json").write_text("{}")
+    before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+    argv = ["--epochs", "1", "--max-train-batches", "1", "--max-val-batches", "1", "--verbose", "none",
+            "--output-dir", str(tmp_path / "runs"), "--name", name, "--overwrite"]
+    assert run_cli(train_module.main, argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--name must be a single folder name" in err[0], err
+    assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before
