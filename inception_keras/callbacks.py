@@ -17,18 +17,41 @@ class NonFiniteLoss(RuntimeError):
     """The training loss became NaN or infinite."""
 
 
-class StopOnNonFiniteLoss(keras.callbacks.Callback):
-    """Stop at the first batch whose running loss is NaN/inf and remember where it happened.
+def weights_are_finite(model: keras.Model) -> bool:
+    """Whether every floating-point weight of ``model`` (trainable or not, e.g. BatchNorm statistics) is finite."""
+    return all(bool(keras.ops.all(keras.ops.isfinite(w))) for w in model.weights
+               if "float" in str(w.dtype))
 
-    Unlike ``keras.callbacks.TerminateOnNaN`` it records the epoch and step, so the
-    trainer can say where the run diverged; :class:`EpochRecorder` refuses to
-    commit that epoch, so the last good checkpoint is kept.
+
+def non_finite_at_epoch_end(logs: dict | None, model: keras.Model) -> str | None:
+    """What is NaN/inf at the end of an epoch: a logged value's name (``loss``, ``val_loss``, ...), ``weights``,
+    or None when the epoch is sound.
+
+    The training loss of a batch is computed before that batch's update, so the
+    last update of an epoch shows only in the validation loss and the weights.
+    """
+    logs = logs or {}
+    for key in sorted(logs, key=lambda k: (k != "loss", k != "val_loss", k)):  # the total losses first
+        if not math.isfinite(float(logs[key])):
+            return key
+    return None if weights_are_finite(model) else "weights"
+
+
+class StopOnNonFiniteLoss(keras.callbacks.Callback):
+    """Stop at the first batch whose running loss is NaN/inf, or at the end of an epoch whose validation loss,
+    metrics or weights are, and remember where it happened.
+
+    Unlike ``keras.callbacks.TerminateOnNaN`` it records the epoch, the step
+    (None when found at the epoch's end) and what was non-finite, so the trainer
+    can say where the run diverged; :class:`EpochRecorder` refuses to commit
+    that epoch, so the last good checkpoint is kept.
     """
 
     def __init__(self):
         super().__init__()
         self.epoch = 0
-        self.where: tuple[int, int] | None = None
+        self.where: tuple[int, int | None] | None = None
+        self.what: str | None = None
 
     def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
         self.epoch = epoch
@@ -36,8 +59,27 @@ class StopOnNonFiniteLoss(keras.callbacks.Callback):
     def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
         loss = (logs or {}).get("loss")
         if loss is not None and not math.isfinite(float(loss)):
-            self.where = (self.epoch + 1, batch + 1)
+            self.where, self.what = (self.epoch + 1, batch + 1), "loss"
             self.model.stop_training = True
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        if self.where is not None:
+            return
+        what = non_finite_at_epoch_end(logs, self.model)
+        if what is not None:
+            self.where, self.what = (epoch + 1, None), what
+            self.model.stop_training = True
+
+    def describe(self) -> str:
+        """Where the run diverged, e.g. 'the training loss became NaN/inf at epoch 2, step 1'."""
+        if self.where is None:
+            return "nothing became NaN/inf"
+        epoch, step = self.where
+        if step is not None:
+            return f"the training loss became NaN/inf at epoch {epoch}, step {step}"
+        what = {"weights": "the weights", "loss": "the training loss",
+                "val_loss": "the validation loss"}.get(self.what, self.what)
+        return f"{what} became NaN/inf by the end of epoch {epoch}"
 
 
 class EpochRecorder(keras.callbacks.Callback):
@@ -45,6 +87,8 @@ class EpochRecorder(keras.callbacks.Callback):
 
     Place it after ``SwapEMAWeights(swap_on_epoch=True)`` when EMA is on, so the
     best model holds the averaged weights (the paper's Polyak averaging).
+    An epoch with a NaN/inf loss, validation value or weight is never committed
+    (nor saved as the best model) and stops training.
     The order of writes makes the resume state consistent at every instant:
     best model, then checkpoint + ``state.json`` (the commit), then the CSV
     rebuilt from the committed history.
@@ -60,8 +104,9 @@ class EpochRecorder(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         logs = dict(logs or {})
-        if not math.isfinite(float(logs.get("loss", float("nan")))):
-            return  # diverged: keep the last good checkpoint
+        if "loss" not in logs or non_finite_at_epoch_end(logs, self.model) is not None:
+            self.model.stop_training = True
+            return  # diverged (even if only by the epoch's last update): keep the last good checkpoint
         row = {"epoch": epoch + 1, **{k: float(v) for k, v in logs.items()},
                "learning_rate": current_learning_rate(self.model.optimizer)}
         value = logs.get(self.monitor)

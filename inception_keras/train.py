@@ -360,11 +360,16 @@ def fit(model: keras.Model, config: TrainConfig, bundle: DataBundle, run_dir: Ru
     model.fit(train_ds, validation_data=val_ds, epochs=config.epochs, initial_epoch=state.epochs_done,
               steps_per_epoch=steps_per_epoch(config, bundle), callbacks=callbacks, verbose=progress_mode(config.verbose), shuffle=False)
     if guard.where is not None:
-        epoch, step = guard.where
-        kept = f"the last good checkpoint (epoch {state.epochs_done}) is kept" if state.epochs_done else \
-            "no epoch had completed"
-        raise UserError(f"the training loss became NaN/inf at epoch {epoch}, step {step}; {kept} in "
-                        f"{run_dir.path}; lower --lr or check the data, then rerun with --overwrite")
+        raise UserError(divergence_message(guard, state.epochs_done, run_dir))
+
+
+def divergence_message(guard: StopOnNonFiniteLoss, good_epochs: int, run_dir: RunDir) -> str:
+    """The one-line error of a diverged run: where, which epoch is kept (the last with finite values), what to do."""
+    if good_epochs:
+        return (f"{guard.describe()}; the last good checkpoint (epoch {good_epochs}) is kept in {run_dir.path}; "
+                "lower --lr or check the data, then rerun with --overwrite")
+    return (f"{guard.describe()}; no epoch ended with finite losses and weights, so nothing was saved as a "
+            "model; lower --lr or check the data, then rerun")
 
 
 def finish(config: TrainConfig, bundle: DataBundle, run_dir: RunDir, state, started: float) -> dict[str, Any]:

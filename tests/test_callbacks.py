@@ -36,6 +36,52 @@ def test_non_finite_loss_stops_training_and_the_epoch_is_not_committed(tmp_path)
     assert not run.has_progress() and not run.file("history.csv").exists()
 
 
+def test_an_epoch_with_a_nan_validation_loss_is_neither_committed_nor_saved_as_best(tmp_path):
+    model = tiny_model()
+    model.compile("sgd", "mse", metrics=["mae"])
+    x = np.ones((16, 4), "float32")
+    y = np.zeros((16, 3), "float32")
+    y_val = np.full((8, 3), np.nan, "float32")  # training losses finite, the validation loss NaN
+    run, best = RunDir(tmp_path / "run"), []
+    guard = StopOnNonFiniteLoss()
+    recorder = EpochRecorder(run, RunState(), "val_mae", save_best=best.append, ema=False)
+    history = model.fit(x, y, batch_size=8, epochs=3, validation_data=(x[:8], y_val),
+                        callbacks=[guard, recorder], verbose=0)
+    assert len(history.history["loss"]) == 1  # stopped after epoch 1
+    assert guard.where == (1, None) and guard.describe() == "the validation loss became NaN/inf by the end of epoch 1"
+    assert best == [] and not run.has_progress() and not run.file("history.csv").exists()
+
+
+class PoisonLastBatch(keras.callbacks.Callback):
+    """Make a weight NaN after the last batch of epoch ``epoch`` (as a diverging last update would)."""
+
+    def __init__(self, epoch, batches):
+        super().__init__()
+        self.epoch, self.batches, self.current = epoch, batches, 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.current = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self.current == self.epoch and batch == self.batches - 1:
+            kernel = self.model.layers[0].kernel
+            kernel.assign(np.full(kernel.shape, np.nan, "float32"))
+
+
+def test_an_epoch_whose_last_update_made_the_weights_nan_is_not_committed(tmp_path):
+    model = tiny_model()
+    x = np.random.default_rng(0).normal(size=(16, 4)).astype("float32")
+    y = (x[:, 0] > 0).astype("int32")
+    run, state, best = RunDir(tmp_path / "run"), RunState(), []
+    guard = StopOnNonFiniteLoss()
+    recorder = EpochRecorder(run, state, "accuracy", save_best=best.append, ema=False)
+    model.fit(x, y, batch_size=8, epochs=3, callbacks=[PoisonLastBatch(1, 2), guard, recorder], verbose=0)
+    assert guard.where == (2, None) and guard.what == "weights"  # every logged loss of epoch 2 was finite
+    saved = run.load_state()
+    assert saved.epochs_done == 1 and [r["epoch"] for r in saved.history] == [1] and len(best) == 1
+    assert saved.checkpoint == "epoch-0001.keras"
+
+
 def test_epoch_recorder_commits_best_checkpoint_history_and_rng(tmp_path):
     model = tiny_model()
     x = np.random.default_rng(0).normal(size=(24, 4)).astype("float32")

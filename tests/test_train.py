@@ -153,24 +153,45 @@ def test_sigkill_during_epoch_two_then_rerun_equals_an_uninterrupted_run(tiny_ru
 
 
 @pytest.mark.slow
-def test_nan_loss_stops_the_run_says_where_and_keeps_the_last_good_checkpoint(tmp_path, capsys):
+def test_nan_after_the_last_update_of_an_epoch_is_not_committed_and_the_last_good_epoch_is_kept(tmp_path, capsys):
     from inception_keras.errors import run_cli
 
-    # Warm-up from 0 to an absurd rate: epoch 1's losses are computed before the big update (finite),
-    # epoch 2's first loss after it (inf / NaN).
-    argv = ["--epochs", "3", "--max-train-batches", "2", "--max-val-batches", "1", "--batch-size", "16",
+    # One step per epoch, warm-up over 2 steps from 0 to an absurd rate: epoch 1's step has rate 0 (the weights
+    # stay finite), epoch 2's step 5e29 makes them NaN/inf after its loss was computed (finite): only the
+    # validation loss and the weights show it.
+    argv = ["--epochs", "3", "--max-train-batches", "1", "--max-val-batches", "1", "--batch-size", "16",
             "--image-size", "32", "--variant", "paper", "--optimizer", "sgd", "--lr", "1e30", "--schedule", "cosine",
             "--warmup-epochs", "2", "--weight-decay", "0", "--verbose", "none", "--output-dir", str(tmp_path),
             "--name", "diverged"]
     assert run_cli(train_module.main, argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "NaN/inf at epoch 2, step 1; the last good checkpoint (epoch 1) is kept" in err[0], err
+    assert len(err) == 1 and ("the validation loss became NaN/inf by the end of epoch 2; the last good checkpoint "
+                              "(epoch 1) is kept") in err[0], err
     run_dir = tmp_path / "diverged"
     state = json.loads((run_dir / "checkpoint" / "state.json").read_text())
-    assert state["epochs_done"] == 1 and not (run_dir / "summary.json").exists()
-    assert [int(r["epoch"]) for r in read_history(run_dir)] == [1]
+    assert state["epochs_done"] == 1 and state["best_epoch"] == 1 and not (run_dir / "summary.json").exists()
+    rows = read_history(run_dir)
+    assert [int(r["epoch"]) for r in rows] == [1] and math.isfinite(float(rows[0]["val_loss"]))
     model = keras.models.load_model(run_dir / "checkpoint" / state["checkpoint"])  # complete and loadable
-    assert model.optimizer.iterations.numpy() == 2  # epoch 1's two steps, nothing of epoch 2
+    assert model.optimizer.iterations.numpy() == 1  # epoch 1's step, nothing of epoch 2
+    best = keras.models.load_model(run_dir / "model.keras")
+    assert all(np.isfinite(w).all() for w in best.get_weights())
+
+
+@pytest.mark.slow
+def test_a_run_that_is_nan_after_its_first_epoch_saves_nothing_and_says_so(tmp_path, capsys):
+    from inception_keras.errors import run_cli
+
+    # The tester's case: training loss finite (computed before the update), validation loss NaN.
+    argv = ["--epochs", "2", "--max-train-batches", "2", "--max-val-batches", "1", "--lr", "1e30",
+            "--verbose", "none", "--output-dir", str(tmp_path), "--name", "diverged"]
+    assert run_cli(train_module.main, argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "by the end of epoch 1; no epoch ended with finite losses and weights" in err[0], err
+    assert "lower --lr" in err[0]
+    run_dir = tmp_path / "diverged"
+    assert not (run_dir / "model.keras").exists() and not (run_dir / "checkpoint").exists()
+    assert not (run_dir / "summary.json").exists()
 
 
 def bad_input_cases(tmp_path):
