@@ -28,6 +28,7 @@ import os
 import platform
 import sys
 import time
+import zipfile
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Sequence
@@ -321,9 +322,23 @@ def resume_model(config: TrainConfig, bundle: DataBundle, run_dir: RunDir, state
     generators are restored from the run state.
     """
     model = new_model(config, bundle, strategy)  # compiled with its optimizer variables, ready to be loaded
-    model.load_weights(run_dir.checkpoint_path(state))
-    restore_rng_states(model, state.rng_states)
+    load_checkpoint(model, run_dir.checkpoint_path(state), state.rng_states)
     return model
+
+
+def load_checkpoint(model: keras.Model, path: Path, rng_states: dict[str, list[int]]) -> None:
+    """Load a resume checkpoint's weights, optimizer state and dropout RNG states into ``model``.
+
+    A truncated, corrupt, missing or mismatched checkpoint is a :class:`UserError`
+    (like a corrupt ``state.json``): the run can only be started again.
+    """
+    try:
+        model.load_weights(path)
+        restore_rng_states(model, rng_states)
+    except (zipfile.BadZipFile, OSError, EOFError, KeyError, ValueError) as exc:
+        reason = " ".join(str(exc).split())[:200] or type(exc).__name__
+        raise UserError(f"the checkpoint {path} is unreadable ({reason}); to start the run again, rerun the "
+                        "command that started it with --overwrite (or delete the run)") from None
 
 
 def progress_mode(verbose: str) -> int:

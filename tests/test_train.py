@@ -280,3 +280,49 @@ def test_a_name_that_is_not_one_folder_is_refused_before_anything_is_touched(nam
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--name must be a single folder name" in err[0], err
     assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before
+
+
+def small_compiled_model():
+    """A two-layer model with dropout, compiled, for checkpoint tests that need no GoogLeNet."""
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dropout(0.5, name="drop"), keras.layers.Dense(3)])
+    model.compile("adam", "mse")
+    return model
+
+
+@pytest.mark.parametrize("damage", ["truncate", "garbage", "missing"])
+def test_an_unreadable_checkpoint_is_one_user_error(damage, tmp_path):
+    model = small_compiled_model()
+    path = tmp_path / "epoch-0001.keras"
+    model.save(path)
+    states = {"drop": [1, 2]}
+    train_module.load_checkpoint(small_compiled_model(), path, states)  # the intact file loads
+    if damage == "truncate":
+        path.write_bytes(path.read_bytes()[:100])
+    elif damage == "garbage":
+        path.write_bytes(b"not a zip file at all")
+    else:
+        path.unlink()
+    with pytest.raises(UserError, match=r"checkpoint .*epoch-0001.keras is unreadable .*--overwrite"):
+        train_module.load_checkpoint(small_compiled_model(), path, states)
+
+
+@pytest.mark.slow
+def test_resuming_from_a_corrupt_checkpoint_says_so_in_one_line(tmp_path, capsys, monkeypatch):
+    from inception_keras.errors import run_cli
+
+    argv = ["--epochs", "1", "--max-train-batches", "1", "--max-val-batches", "1", "--batch-size", "16",
+            "--verbose", "none", "--output-dir", str(tmp_path), "--name", "broken"]
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt  # interrupted after epoch 1 was committed, before the reports
+
+    monkeypatch.setattr(train_module, "finish", killed)
+    assert run_cli(train_module.main, argv) == 130
+    monkeypatch.undo()
+    checkpoint = tmp_path / "broken" / "checkpoint" / "epoch-0001.keras"
+    checkpoint.write_bytes(checkpoint.read_bytes()[:1000])
+    capsys.readouterr()
+    assert run_cli(train_module.main, argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "epoch-0001.keras is unreadable" in err[0] and "--overwrite" in err[0], err
+    assert not (tmp_path / "broken" / "summary.json").exists()
