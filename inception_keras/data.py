@@ -86,7 +86,7 @@ import sys
 import warnings
 import zipfile
 import zlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cache
 from pathlib import Path
 from typing import Callable, Sequence
@@ -154,6 +154,20 @@ class DataConfig:
     cache: bool = True
     shuffle_buffer: int = 10_000
     test_split: float = 0.1  # carved from train only when the source has no test split
+
+    def with_absolute_paths(self) -> DataConfig:
+        """A copy whose folder dataset and ``data_dir`` are absolute, so a saved config works from any directory.
+
+        Names (``sample``, ``fashion_mnist``, TFDS names) stay as they are; the
+        dataset is a folder when :func:`load_data` would read it as one (an existing
+        folder wins over a TFDS name).  A missing path is left for ``load_data`` to
+        report.
+        """
+        dataset = self.dataset
+        if dataset not in ("sample", "fashion_mnist") and Path(dataset).expanduser().is_dir():
+            dataset = os.path.abspath(Path(dataset).expanduser())
+        data_dir = os.path.abspath(Path(self.data_dir).expanduser()) if self.data_dir else self.data_dir
+        return replace(self, dataset=dataset, data_dir=data_dir)
 
     def validate(self) -> None:
         """Raise :class:`UserError` on a value no source can honour, before anything is read."""
@@ -972,6 +986,13 @@ def _tfds_split(builder, split: str, keys: tuple[str, str], shape: tuple[int, in
     return _StreamSplit(make, labels, count, shape)
 
 
+def _refuse_missing_folder(name: str) -> None:
+    """A dataset with a path separator that TFDS does not know either was meant as a folder: say it is missing."""
+    if "/" in name or os.sep in name:
+        raise UserError(f"dataset folder {name} does not exist ({Path(name).expanduser().absolute()} is not a "
+                        f"folder) and {name!r} is not a TFDS dataset either: check the path or the name")
+
+
 def _tfds_builder(name: str, data_dir: Path | None):
     """``tfds.builder`` with unknown names turned into a UserError listing what works."""
     import tensorflow_datasets as tfds
@@ -979,12 +1000,14 @@ def _tfds_builder(name: str, data_dir: Path | None):
     try:
         return tfds.builder(name, data_dir=None if data_dir is None else str(data_dir))
     except tfds.core.registered.DatasetNotFoundError:
+        _refuse_missing_folder(name)
         close = difflib.get_close_matches(name, sorted({*KNOWN_DATASETS, *tfds.list_builders()}), n=3)
         hint = f" (did you mean {', '.join(close)}?)" if close else ""
         raise UserError(f"unknown dataset {name!r}{hint}: not a known name, a TFDS dataset or an existing folder; "
                         f"known: {', '.join(KNOWN_DATASETS)}; any TFDS name works if its data is in --data-dir"
                         ) from None
     except Exception as exc:  # malformed "name/config:version" specs and the like
+        _refuse_missing_folder(name)
         raise UserError(f"cannot open TFDS dataset {name!r} ({str(exc).splitlines()[0][:200]}): "
                         "check the name, config and version") from None
 

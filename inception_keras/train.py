@@ -425,6 +425,7 @@ def make_deterministic() -> None:
 def train(config: TrainConfig) -> dict[str, Any]:
     """Run (or resume) training as ``config`` says and return the summary written to ``summary.json``."""
     validate(config)
+    config = replace(config, data=config.data.with_absolute_paths())  # saved configs work from any directory
     strategy = make_strategy(config.strategy, config.tpu)  # first: multi-worker set-up precedes other TF work
     chief = is_chief(strategy)
     run_dir = RunDir(Path(config.output_dir) / config.run_name, output_dir=config.output_dir)

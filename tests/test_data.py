@@ -251,6 +251,26 @@ def test_folder_with_carved_splits_skips_the_corrupt_image(mixed_folder):
     assert len(seen) == 30 and np.abs(np.sort(seen) - expected).max() <= 2
 
 
+def test_with_absolute_paths_makes_folders_and_data_dir_absolute_and_keeps_names(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "qa" / "ds" / "rgba").mkdir(parents=True)
+    (tmp_path / "mnist").mkdir()  # a folder named like a TFDS dataset: load_data reads the folder
+    (tmp_path / "sample").mkdir()  # "sample" always means the bundled sample
+    config = DataConfig(dataset="qa/ds/rgba/", data_dir="qa").with_absolute_paths()
+    assert config.dataset == str(tmp_path / "qa" / "ds" / "rgba") and config.data_dir == str(tmp_path / "qa")
+    assert DataConfig(dataset="mnist").with_absolute_paths().dataset == str(tmp_path / "mnist")
+    for name in ("sample", "fashion_mnist", "cifar10", "missing/folder"):
+        assert DataConfig(dataset=name).with_absolute_paths() == DataConfig(dataset=name)
+
+
+def test_a_missing_relative_folder_is_reported_as_a_missing_folder_not_a_tfds_name(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    for spec in ("qa/ds/rgba", "qa/rgba"):
+        with pytest.raises(UserError, match=rf"dataset folder {spec} does not exist \({tmp_path / spec} is not a "
+                                            r"folder\) and .* is not a TFDS dataset either: check the path"):
+            load_data(DataConfig(dataset=spec))
+
+
 def test_folder_pixels_gray_rgb_rgba(tmp_path):
     root = tmp_path / "colours"
     write_image(root / "gray" / "a.png", "L", 200)

@@ -326,3 +326,25 @@ def test_resuming_from_a_corrupt_checkpoint_says_so_in_one_line(tmp_path, capsys
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "epoch-0001.keras is unreadable" in err[0] and "--overwrite" in err[0], err
     assert not (tmp_path / "broken" / "summary.json").exists()
+
+
+def test_a_relative_folder_dataset_is_saved_as_an_absolute_path(tmp_path, monkeypatch):
+    from inception_keras.errors import run_cli
+
+    for c, name in enumerate(["dark", "light"]):
+        for i in range(10):
+            path = tmp_path / "qa" / "ds" / name / f"{i}.png"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            Image.new("L", (8, 8), 40 + 150 * c + i).save(path)
+    monkeypatch.chdir(tmp_path)
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt  # config.json is written before training: no need to train
+
+    monkeypatch.setattr(train_module, "fit", interrupted)
+    argv = ["--dataset", "qa/ds/", "--data-dir", "qa", "--epochs", "1", "--verbose", "none",
+            "--output-dir", "runs"]
+    assert run_cli(train_module.main, argv) == 130
+    config = json.loads((tmp_path / "runs" / "ds_bn_32px" / "config.json").read_text())
+    assert config["data"]["dataset"] == str(tmp_path / "qa" / "ds")
+    assert config["data"]["data_dir"] == str(tmp_path / "qa")
