@@ -186,7 +186,8 @@ class DataConfig:
              f"batch_size must be an integer of at least 1, got {self.batch_size}"),
             (isinstance(self.shuffle_buffer, int) and self.shuffle_buffer >= 1,
              f"shuffle_buffer must be an integer of at least 1, got {self.shuffle_buffer}"),
-            (isinstance(self.seed, int), f"seed must be an integer, got {self.seed!r}"),
+            (isinstance(self.seed, int) and 0 <= self.seed <= 2**32 - 1,
+             f"seed must be an integer from 0 to {2**32 - 1}, got {self.seed!r}"),
         ]
         for ok, message in checks:
             if not ok:

@@ -16,6 +16,7 @@ XLA (:class:`CompiledUpdates`).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -54,6 +55,8 @@ def make_schedule(config: OptimConfig, steps_per_epoch: int, epochs: int) -> flo
             config.learning_rate, decay_steps=PAPER_DECAY_EPOCHS * steps_per_epoch,
             decay_rate=PAPER_DECAY_RATE, staircase=True)
     if config.schedule == "cosine":
+        if not 0 <= config.warmup_epochs < math.inf:
+            raise ValueError(f"warmup_epochs must be >= 0 and finite, got {config.warmup_epochs}")
         total = max(1, steps_per_epoch * epochs)
         warmup = min(int(round(config.warmup_epochs * steps_per_epoch)), total - 1)
         if warmup == 0:

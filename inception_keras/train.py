@@ -24,6 +24,7 @@ writes the run directory.
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import platform
 import sys
@@ -50,6 +51,7 @@ from .runs import CONFIG_FILE, SUMMARY_FILE, RunDir, check_run_name, check_writa
 from .variants import VARIANTS
 
 PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
+MAX_SEED = 2**32 - 1  # NumPy's and scikit-learn's seeds are unsigned 32-bit integers
 
 
 @dataclass
@@ -239,9 +241,15 @@ def validate(config: TrainConfig) -> None:
     checks = [
         (config.epochs >= 1, f"--epochs must be at least 1, got {config.epochs}"),
         (config.data.batch_size >= 1, f"--batch-size must be at least 1, got {config.data.batch_size}"),
-        (config.optim.learning_rate > 0, f"--lr must be positive, got {config.optim.learning_rate}"),
-        (config.optim.weight_decay >= 0, f"--weight-decay must be >= 0, got {config.optim.weight_decay}"),
-        (config.model.aux_weight >= 0, f"--aux-weight must be >= 0, got {config.model.aux_weight}"),
+        (0 < config.optim.learning_rate < math.inf,
+         f"--lr must be positive and finite, got {config.optim.learning_rate}"),
+        (0 <= config.optim.weight_decay < math.inf,
+         f"--weight-decay must be >= 0 and finite, got {config.optim.weight_decay}"),
+        (0 <= config.model.aux_weight < math.inf,
+         f"--aux-weight must be >= 0 and finite, got {config.model.aux_weight}"),
+        (0 <= config.optim.warmup_epochs < math.inf,
+         f"--warmup-epochs must be >= 0 and finite, got {config.optim.warmup_epochs}"),
+        (0 <= config.data.seed <= MAX_SEED, f"--seed must be an integer from 0 to {MAX_SEED}, got {config.data.seed}"),
         (0 <= config.model.label_smoothing < 1,
          f"--label-smoothing must be in [0, 1), got {config.model.label_smoothing}"),
         (config.model.dropout is None or 0 <= config.model.dropout < 1,

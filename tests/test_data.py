@@ -475,6 +475,8 @@ def bad_folder(tmp_path: Path, kind: str) -> str:
     ({"image_size": 16}, "image_size must be an integer of at least 32"),
     ({"batch_size": 0}, "batch_size must be an integer of at least 1"),
     ({"channels": 2}, "channels must be 1, 3 or unset"),
+    ({"seed": -1}, "seed must be an integer from 0 to 4294967295, got -1"),
+    ({"seed": 2**32}, "seed must be an integer from 0 to 4294967295"),
     ({"augment": "mixup"}, "augment must be one of auto, none, flip_crop, inception"),
     ({"dataset": "tmp:empty"}, "has no class sub-folders"),
     ({"dataset": "tmp:empty_class"}, r"class folder .*dog has no images"),

@@ -39,6 +39,12 @@ def test_cosine_without_warmup_and_constant():
     assert make_schedule(OptimConfig(schedule="constant", learning_rate=0.3), STEPS, 2) == 0.3
 
 
+@pytest.mark.parametrize("warmup", [float("nan"), float("inf"), -0.5])
+def test_cosine_schedule_refuses_a_negative_or_non_finite_warmup(warmup):
+    with pytest.raises(ValueError, match=r"warmup_epochs must be >= 0 and finite"):
+        make_schedule(OptimConfig(schedule="cosine", learning_rate=1.0, warmup_epochs=warmup), STEPS, 5)
+
+
 @pytest.mark.parametrize("name, cls", [("sgd", keras.optimizers.SGD), ("adam", keras.optimizers.Adam),
                                        ("adamw", keras.optimizers.AdamW)])
 def test_optimizers(name, cls):

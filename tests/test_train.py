@@ -107,6 +107,12 @@ def test_make_deterministic_sets_op_determinism_and_turns_the_arithmetic_optimis
     (["--optimizer", "rmsprop"], "invalid choice"),
     (["--variant", "v3"], "invalid choice"),
     (["--label-smoothing", "1.5"], "--label-smoothing must be in"),
+    (["--lr", "inf"], "--lr must be positive and finite"),
+    (["--warmup-epochs", "nan"], "--warmup-epochs must be >= 0 and finite, got nan"),
+    (["--warmup-epochs", "-1"], "--warmup-epochs must be >= 0 and finite, got -1.0"),
+    (["--weight-decay", "inf"], "--weight-decay must be >= 0 and finite"),
+    (["--seed", "-1"], "--seed must be an integer from 0 to 4294967295, got -1"),
+    (["--seed", str(2**32)], "--seed must be an integer from 0 to 4294967295"),
 ])
 def test_bad_options_are_user_errors_and_write_nothing(argv, message, tmp_path):
     with pytest.raises(UserError, match=message):
