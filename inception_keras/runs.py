@@ -72,7 +72,8 @@ def read_json(path: str | os.PathLike) -> Any:
     except FileNotFoundError:
         raise UserError(f"{path} does not exist; check the run directory") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise UserError(f"{path} is not valid JSON ({exc}); delete the run or pass --overwrite") from None
+        raise UserError(f"{path} is not valid JSON ({exc}); delete the run, or rerun the command that started it "
+                        "with --overwrite") from None
 
 
 @dataclass

@@ -47,7 +47,8 @@ from .errors import ArgumentParser, UserError, run_cli
 from .googlenet import build_googlenet, dtype_policy
 from .heads import compile_googlenet, inference_model
 from .optim import OPTIMIZERS, SCHEDULES, OptimConfig, make_optimizer
-from .runs import CONFIG_FILE, SUMMARY_FILE, RunDir, check_run_name, check_writable, prepare, write_json
+from .runs import (CONFIG_FILE, SUMMARY_FILE, RunDir, check_run_name, check_writable, prepare, read_json,
+                   write_json)
 from .variants import VARIANTS
 
 PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
@@ -179,9 +180,10 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Known datasets: " + ", ".join(KNOWN_DATASETS) + ". Any TFDS name works when its data is in "
                "--data-dir.",
     )
-    parser.add_argument("--recipe", choices=tuple(RECIPES), default="quick",
+    parser.add_argument("--recipe", choices=tuple(RECIPES), default=None,  # None = quick, and not given
                         help="preset defaults: quick (bundled sample, ~3 min on CPU), paper (the paper's SGD "
-                             "recipe at 224 px), fashion_mnist (full Fashion-MNIST, 32 px, 20 epochs)")
+                             "recipe at 224 px), fashion_mnist (full Fashion-MNIST, 32 px, 20 epochs) "
+                             "(default: quick)")
     parser.add_argument("--resume", metavar="RUN_DIR",
                         help="resume the interrupted run in RUN_DIR with its saved settings")
     for option in OPTIONS:
@@ -204,8 +206,9 @@ def config_from_args(argv: Sequence[str] | None = None) -> TrainConfig:
         return resumed_config(args)
     config = TrainConfig()
     explicit = {o.field: getattr(args, o.field) for o in OPTIONS if getattr(args, o.field) is not None}
+    recipe = RECIPES[args.recipe or "quick"]
     for option in OPTIONS:
-        value = explicit.get(option.field, RECIPES[args.recipe].get(option.field))
+        value = explicit.get(option.field, recipe.get(option.field))
         if value is not None:
             target = getattr(config, option.section) if option.section else config
             setattr(target, option.field, value)
@@ -213,15 +216,20 @@ def config_from_args(argv: Sequence[str] | None = None) -> TrainConfig:
 
 
 def resumed_config(args: argparse.Namespace) -> TrainConfig:
-    """The config saved in ``--resume RUN_DIR`` (other options are not allowed with it)."""
+    """The config saved in ``--resume RUN_DIR`` of an unfinished run (no other option, not even --recipe)."""
     given = [o.flag for o in OPTIONS if getattr(args, o.field) is not None]
+    given += ["--recipe"] if args.recipe is not None else []
     if given:
-        raise UserError(f"--resume takes the run's saved settings; drop {', '.join(given)}")
+        restart = ("; to start the run again instead, rerun the command that started it with --overwrite"
+                   if "--overwrite" in given else "")
+        raise UserError(f"--resume continues a run with its saved settings; drop {', '.join(given)}{restart}")
     run = Path(os.path.abspath(Path(args.resume).expanduser()))  # "." or "runs/x/.." name the folder itself
     if not (run / CONFIG_FILE).exists():
         raise UserError(f"{run} is not a run directory (no {CONFIG_FILE}); check the path")
-    from .runs import read_json
-
+    if RunDir(run).is_finished():
+        raise UserError(f"{run} holds a finished run, there is nothing to resume; to train it again, rerun the "
+                        f"command that started it (its settings are in {run / CONFIG_FILE}) with --overwrite, "
+                        "or with --name to keep this run")
     saved = read_json(run / CONFIG_FILE)
     try:
         config = TrainConfig(data=DataConfig(**saved["data"]), model=ModelConfig(**saved["model"]),

@@ -354,3 +354,42 @@ def test_a_relative_folder_dataset_is_saved_as_an_absolute_path(tmp_path, monkey
     config = json.loads((tmp_path / "runs" / "ds_bn_32px" / "config.json").read_text())
     assert config["data"]["dataset"] == str(tmp_path / "qa" / "ds")
     assert config["data"]["data_dir"] == str(tmp_path / "qa")
+
+
+def saved_run(folder, finished=False):
+    """A run directory with a saved config.json (and summary.json when ``finished``), without training."""
+    from dataclasses import asdict
+
+    folder.mkdir(parents=True)
+    (folder / "config.json").write_text(json.dumps(asdict(train_module.TrainConfig())))
+    if finished:
+        (folder / "summary.json").write_text("{}")
+    return folder
+
+
+def test_resume_refuses_the_recipe_and_every_other_option_with_consistent_advice(tmp_path):
+    run = saved_run(tmp_path / "runs" / "interrupted")
+    with pytest.raises(UserError, match="--resume continues a run with its saved settings; drop --recipe$"):
+        train_module.config_from_args(["--resume", str(run), "--recipe", "paper"])
+    with pytest.raises(UserError, match="drop --overwrite; to start the run again instead, rerun the command "
+                                        "that started it with --overwrite$"):
+        train_module.config_from_args(["--resume", str(run), "--overwrite"])
+    config = train_module.config_from_args(["--resume", str(run)])
+    assert config.name == "interrupted" and config.output_dir == str(tmp_path / "runs")
+
+
+def test_resume_of_a_finished_run_says_there_is_nothing_to_resume_and_not_to_add_overwrite(tmp_path):
+    run = saved_run(tmp_path / "runs" / "done", finished=True)
+    with pytest.raises(UserError) as error:
+        train_module.config_from_args(["--resume", str(run)])
+    message = str(error.value)
+    assert "holds a finished run, there is nothing to resume" in message
+    assert "rerun the command that started it" in message and "pass --overwrite" not in message
+
+
+def test_resume_dot_names_the_run_folder_itself(tmp_path, monkeypatch):
+    run = saved_run(tmp_path / "runs" / "interrupted")
+    monkeypatch.chdir(run)
+    config = train_module.config_from_args(["--resume", "."])
+    assert config.name == "interrupted" and config.output_dir == str(tmp_path / "runs")
+    train_module.validate(config)
