@@ -26,7 +26,7 @@ class ArgumentParser(argparse.ArgumentParser):
 
 
 def run_cli(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[str] | None = None, *,
-            interrupted: str = "run the same command again to resume") -> int:
+            interrupted: str = "run the same command again") -> int:
     """Run a CLI ``main`` and turn a :class:`UserError` into ``error: ...`` and exit status 2.
 
     Ctrl-C prints ``error: interrupted; <interrupted>`` and exits with 130: a command

@@ -124,6 +124,9 @@ def predict_heads(model: keras.Model, dataset: tf.data.Dataset, crops: int = 1) 
     probabilities = {}
     for head, output in zip(heads, outputs, strict=True):
         output = np.asarray(output, dtype="float32")
+        if not np.all(np.isfinite(output)):
+            raise UserError(f"the model's {head!r} outputs are NaN or infinite: its weights are not finite "
+                            "(training diverged); retrain it with a lower --lr")
         probabilities[head] = output.reshape(-1, crops, output.shape[-1]).mean(axis=1)
     if len(heads) > 1:
         probabilities[AVERAGE_HEAD] = np.mean([probabilities[head] for head in heads], axis=0)

@@ -492,7 +492,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def cli() -> None:
     """Console entry point: user errors become one ``error:`` line and exit status 2."""
-    sys.exit(run_cli(main))
+    sys.exit(run_cli(main, interrupted="run the same command again to resume"))
 
 
 if __name__ == "__main__":

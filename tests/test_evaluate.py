@@ -169,6 +169,15 @@ def test_main_head_is_the_inference_model_and_average_the_mean(model, bundle):
     np.testing.assert_allclose(probabilities["average"], mean, atol=1e-6)
 
 
+def test_a_diverged_model_is_a_one_line_error_not_sklearns_nan_traceback(bundle):
+    """Runs saved before NaN epochs were refused can hold NaN weights; their reports must not crash."""
+    diverged = build_googlenet(len(CLASS_NAMES), input_shape=(SIZE, SIZE, 1), variant="bn", aux_heads=False)
+    layer = diverged.get_layer("classifier")
+    layer.set_weights([np.full_like(w, np.nan) for w in layer.get_weights()])
+    with pytest.raises(UserError, match="outputs are NaN or infinite.*lower --lr"):
+        evaluate.predict_heads(diverged, bundle.eval_dataset("test"))
+
+
 def test_ten_crops_are_corners_centre_and_mirrors():
     image = np.arange(37 * 37, dtype="float32").reshape(1, 37, 37, 1)
     crops = evaluate.ten_crops(tf.constant(np.concatenate([image, -image])), 32).numpy()
