@@ -18,6 +18,7 @@ from .distribute import MultiWorkerModel
 from .googlenet import INCEPTION_TABLE, MIN_INPUT_SIZE, build_googlenet, endpoints, feature_extractor
 from .heads import SparseCategoricalCrossentropy, compile_googlenet, inference_model
 from .layers import LRN, BiasConv2D, CpuConv2D, FusedBatchNormalization
+from . import optim  # noqa: F401 (registers the optimizers that a training run's model.keras names)
 from .port import load_torchvision_weights
 from .variants import VARIANTS
 

@@ -88,7 +88,7 @@ def compile_googlenet(
     ``aux1_accuracy``, ``aux2_accuracy`` and the losses as ``main_loss`` ...
 
     ``jit_compile`` defaults to False: XLA made the CPU training step about 2x
-    slower on the machines this was measured on (REFERENCE.md section 7).
+    slower on the 2-core CPUs this was measured on (README, Performance).
 
     Returns the same model, compiled and with every training variable created
     (see :func:`build_training_state`).

@@ -7,8 +7,8 @@ GoogLeNet normalises after ``pool1`` and after ``conv2`` with Caffe's LRN
 
 Caffe divides ``alpha`` by the window size ``n``; TensorFlow's
 ``tf.nn.local_response_normalization`` does not, so this layer passes
-``alpha / size`` (passing ``alpha`` unchanged there is the common bug, see
-REFERENCE.md section 6).  The layer is registered and has ``get_config``, so a
+``alpha / size`` (passing ``alpha`` unchanged there is a common bug of public
+ports).  The layer is registered and has ``get_config``, so a
 ``.keras`` file containing it loads with ``safe_mode=True``.
 
 Speed: TensorFlow's LRN / LRNGrad kernels are slow on CPU and have no

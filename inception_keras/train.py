@@ -99,7 +99,7 @@ RESUME_KEYS = {"data", "model", "optim", "epochs", "max_train_batches", "max_val
 RECIPES: dict[str, dict[str, Any]] = {
     # Fast small-data recipe: the default, about 3 minutes on 2 CPU cores for the bundled sample.
     "quick": {},
-    # The paper's recipe (section 4 of REFERENCE.md): SGD 0.9, x0.96 every 8 epochs, Polyak averaging, 224 px.
+    # The paper's recipe: SGD 0.9, x0.96 every 8 epochs, Polyak averaging, 224 px.
     "paper": {"variant": "paper", "image_size": 224, "optimizer": "sgd", "learning_rate": 0.01,
               "schedule": "paper", "weight_decay": 2e-4, "ema": True, "label_smoothing": 0.0,
               "augment": "inception", "batch_size": 32, "epochs": 250},
@@ -188,8 +188,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="resume the interrupted run in RUN_DIR with its saved settings")
     for option in OPTIONS:
         section = getattr(defaults, option.section) if option.section else defaults
-        kwargs: dict[str, Any] = {"dest": option.field, "default": None,
-                                  "help": f"{option.help} (default: {getattr(section, option.field)})"}
+        default = "" if "(default:" in option.help else f" (default: {getattr(section, option.field)})"
+        kwargs: dict[str, Any] = {"dest": option.field, "default": None, "help": option.help + default}
         if option.boolean:
             kwargs["action"] = argparse.BooleanOptionalAction
         else:

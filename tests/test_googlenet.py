@@ -12,7 +12,7 @@ def trainable_params(model: keras.Model) -> int:
     return sum(int(np.prod(w.shape)) for w in model.trainable_weights)
 
 
-# REFERENCE.md section 3 (Caffe bvlc_googlenet / torchvision / the PyTorch paper model).
+# Published counts (Caffe bvlc_googlenet / torchvision / the PyTorch paper model).
 PARAM_COUNTS = [
     ("paper", 1000, False, 6_998_552), ("paper", 1000, True, 13_378_280),
     ("paper", 100, False, 6_076_052), ("paper", 100, True, 10_610_780),

@@ -46,6 +46,18 @@ def test_run_directory_has_every_artifact_and_they_are_readable(tiny_run):
 
 
 @pytest.mark.slow
+def test_model_keras_loads_in_a_fresh_process_after_importing_the_package_only(tiny_run):
+    """model.keras names the package's optimizer (inception_keras>AdamW): `import inception_keras` must register it."""
+    script = ("import sys, keras, inception_keras; "
+              "model = keras.models.load_model(sys.argv[1], safe_mode=True); "
+              "print(type(model.optimizer).__name__, model.output_names)")
+    result = subprocess.run([sys.executable, "-c", script, str(tiny_run / "model.keras")], capture_output=True,
+                            text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.split("\n")[-2] == "AdamW ['main', 'aux1', 'aux2']"
+
+
+@pytest.mark.slow
 def test_summary_matches_the_saved_model_and_history(tiny_run):
     summary = json.loads((tiny_run / "summary.json").read_text())
     rows = read_history(tiny_run)
