@@ -382,19 +382,29 @@ def tflite_interpreter(path: str | os.PathLike, num_threads: int | None = None) 
 
 
 class TFLiteRunner:
-    """A TFLite model prepared for batches of one fixed size: call it on up to ``batch_size`` images."""
+    """A TFLite model prepared for batches of one fixed size: call it on up to ``batch_size`` images.
+
+    A model exported with ``None`` input sides is resized to the images' size whenever that changes.
+    """
 
     def __init__(self, path: str | os.PathLike, batch_size: int = 32, num_threads: int | None = None):
         self.interpreter = tflite_interpreter(path, num_threads)
         self.input = self.interpreter.get_input_details()[0]
         self.batch_size = batch_size
-        self.interpreter.resize_tensor_input(self.input["index"], [batch_size, *self.input["shape"][1:]])
+        self._resize(self.input["shape"][1:])
+
+    def _resize(self, image_shape: Sequence[int]) -> None:
+        """Allocate the interpreter for batches of ``batch_size`` images of ``image_shape``."""
+        self.interpreter.resize_tensor_input(self.input["index"], [self.batch_size, *image_shape])
         self.interpreter.allocate_tensors()
         self.input = self.interpreter.get_input_details()[0]
         self.output = self.interpreter.get_output_details()[0]
 
     def __call__(self, images: np.ndarray) -> np.ndarray:
         """Outputs (dequantized to float32) for ``images``; a short batch is padded, then trimmed."""
+        variable_sides = -1 in self.input["shape_signature"][1:3]
+        if variable_sides and tuple(self.input["shape"][1:]) != tuple(images.shape[1:]):
+            self._resize(images.shape[1:])
         count = len(images)
         batch = np.zeros(self.input["shape"], np.float32)
         batch[:count] = images

@@ -63,10 +63,13 @@ def ceil_mode_max_pooling(x, pool: int, stride: int, name: str):
 class CeilModeMaxPooling2D(keras.layers.MaxPooling2D):
     """``MaxPooling2D`` with Caffe's / PyTorch's ``ceil_mode=True`` windows and no padding (NHWC).
 
-    The map is padded at the bottom and right, by as much as the last window
-    runs past the edge, with the dtype's lowest value (so the padding never
-    wins a max), then pooled with ``padding="valid"``.  Works on sizes known
-    only at run time.
+    The map is padded at the bottom and right by ``stride - 1`` rows and
+    columns of the dtype's lowest value (so the padding never wins a max),
+    then pooled with ``padding="valid"``: ``floor((n + s - 1 - k) / s) + 1`` is
+    ceil mode's ``ceil((n - k) / s) + 1`` windows at the same offsets, whose last
+    one ends at most ``s - 1`` past the edge.  A constant padding keeps the
+    static shape (TFLite needs the channel count), so this also works on sizes
+    known only at run time.
     """
 
     def __init__(self, pool_size: Any = 2, strides: Any = None, **kwargs: Any):
@@ -76,15 +79,9 @@ class CeilModeMaxPooling2D(keras.layers.MaxPooling2D):
             raise ValueError(f"CeilModeMaxPooling2D works on channels-last maps, got data_format={self.data_format!r}")
 
     def call(self, inputs: tf.Tensor) -> tf.Tensor:
-        shape = tf.shape(inputs)
-        pads = [self._padding(shape[axis], self.pool_size[i], self.strides[i]) for i, axis in enumerate((1, 2))]
-        padded = tf.pad(inputs, [[0, 0], [0, pads[0]], [0, pads[1]], [0, 0]], constant_values=inputs.dtype.min)
+        rows, columns = (stride - 1 for stride in self.strides)
+        padded = tf.pad(inputs, [[0, 0], [0, rows], [0, columns], [0, 0]], constant_values=inputs.dtype.min)
         return tf.nn.max_pool2d(padded, self.pool_size, self.strides, "VALID")
-
-    @staticmethod
-    def _padding(side: tf.Tensor, pool: int, stride: int) -> tf.Tensor:
-        """Rows (or columns) to add after the edge: ``(ceil_mode_size - 1) * stride + pool - side``."""
-        return (-(-(side - pool) // stride)) * stride + pool - side
 
     def compute_output_shape(self, input_shape: tuple) -> tuple:
         batch, height, width, channels = input_shape

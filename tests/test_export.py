@@ -186,6 +186,18 @@ def test_mixed_precision_model_exports_to_tflite(variant, mixed_bn_model, images
     assert result["top1_agreement"] == 1.0 and result["max_abs_diff"] < 2e-2, result
 
 
+@pytest.mark.slow
+def test_variable_size_model_exports_to_tflite_and_runs_at_any_size(tmp_path):
+    """None sides: ceil-mode pools keep static channels for the converter; the runner resizes per image size."""
+    model = export_model(sharpen(randomise_batchnorm(
+        build_googlenet(CLASSES, input_shape=(None, None, 3), variant="bn"))))
+    path = export_tflite(model, tmp_path / "variable.tflite")
+    for height, width in ((SIZE, SIZE), (45, 38)):
+        images = np.random.default_rng(height).uniform(-1, 1, (5, height, width, 3)).astype("float32")
+        result = agreement(keras_predict(model, images), tflite_predict(path, images, batch_size=3))
+        assert result["top1_agreement"] == 1.0 and result["max_abs_diff"] < 1e-4, (height, width, result)
+
+
 def test_agreement_counts_top1_and_max_difference():
     reference = np.array([[0.9, 0.1], [0.4, 0.6], [0.5, 0.5]])
     other = np.array([[0.8, 0.2], [0.7, 0.3], [0.5, 0.5]])

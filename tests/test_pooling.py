@@ -47,6 +47,12 @@ def test_ceil_mode_pooling_matches_numpy_static_and_dynamic(height, width, size)
     assert built.output.shape[1:3] == expected.shape[1:3]
 
 
+def test_unknown_sides_keep_the_channel_count_static():
+    """TFLite's converter needs every convolution's input channels: the pooling must not hide them."""
+    traced = dynamic(CeilModeMaxPooling2D(3, 2), 5).get_concrete_function()
+    assert traced.structured_outputs.shape.as_list() == [None, None, None, 5]
+
+
 def test_negative_values_never_lose_to_the_padding():
     x = -np.arange(1, 2 * 4 * 4 + 1, dtype="float32").reshape(1, 4, 8, 1)  # all negative: zero padding would win
     np.testing.assert_array_equal(CeilModeMaxPooling2D(3, 2)(x), numpy_ceil_mode_max_pool(x, 3, 2))
