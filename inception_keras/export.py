@@ -169,17 +169,28 @@ def fold_batchnorm(model: keras.Model, name: str | None = None) -> keras.Model:
     def call_layer(layer: keras.layers.Layer, *args: Any, **kwargs: Any) -> Any:
         return args[0] if layer.name in skipped else layer(*args, **kwargs)
 
-    folded = keras.models.clone_model(model, input_tensors=_same_input(model), clone_function=clone_layer,
-                                      call_function=call_layer)
-    for layer in folded.layers:
-        if isinstance(layer, keras.layers.InputLayer):
-            continue
-        original = model.get_layer(layer.name)
+    def weights_for(layer: keras.layers.Layer, original: keras.layers.Layer) -> list[np.ndarray]:
         if layer.name in pairs:
-            layer.set_weights(folded_conv_weights(original, model.get_layer(pairs[layer.name])))
-        elif original.weights:
-            layer.set_weights(original.get_weights())
-    return keras.Model(folded.input, folded.output, name=name or f"{model.name}_folded")
+            return folded_conv_weights(original, model.get_layer(pairs[layer.name]))
+        return original.get_weights()
+
+    return functional_copy(model, clone_layer, weights_for, call_layer, name=name or f"{model.name}_folded")
+
+
+def functional_copy(model: keras.Model, clone_layer: Callable[[keras.layers.Layer], keras.layers.Layer],
+                    weights_for: Callable[[keras.layers.Layer, keras.layers.Layer], list[np.ndarray]],
+                    call_layer: Callable[..., Any] | None = None, name: str | None = None) -> keras.Model:
+    """``model`` rebuilt layer by layer by ``clone_layer`` (called through ``call_layer``), input name kept.
+
+    Each clone of a layer with weights gets ``weights_for(clone, original)``.
+    """
+    copy = keras.models.clone_model(model, input_tensors=_same_input(model), clone_function=clone_layer,
+                                    call_function=call_layer)
+    for layer in copy.layers:
+        original = model.get_layer(layer.name)
+        if original.weights:
+            layer.set_weights(weights_for(layer, original))
+    return keras.Model(copy.input, copy.output, name=name or model.name)
 
 
 def export_model(model: keras.Model, fold: bool = True) -> keras.Model:
@@ -218,13 +229,11 @@ def float32_model(model: keras.Model) -> keras.Model:
     def clone_layer(layer: keras.layers.Layer) -> keras.layers.Layer:
         return layer.__class__.from_config({**layer.get_config(), "dtype": "float32"})
 
-    copy = keras.models.clone_model(model, input_tensors=_same_input(model), clone_function=clone_layer)
-    for layer in copy.layers:
-        original = model.get_layer(layer.name)
-        if original.weights:
-            layer.set_weights([np.asarray(value).astype(variable.dtype)
-                               for variable, value in zip(layer.weights, original.get_weights(), strict=True)])
-    return keras.Model(copy.input, copy.output, name=model.name)
+    def weights_for(layer: keras.layers.Layer, original: keras.layers.Layer) -> list[np.ndarray]:
+        return [np.asarray(value).astype(variable.dtype)
+                for variable, value in zip(layer.weights, original.get_weights(), strict=True)]
+
+    return functional_copy(model, clone_layer, weights_for)
 
 
 def sub_batched(model: keras.Model, parts: int) -> Callable[[tf.Tensor], tf.Tensor]:
