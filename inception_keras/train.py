@@ -42,13 +42,14 @@ from . import evaluate
 from .distribute import (LR_SCALINGS, STRATEGIES, for_strategy, is_chief, make_strategy, scaled_learning_rate,
                          shard_by_data, task_name)
 from .callbacks import EpochRecorder, StopOnNonFiniteLoss, restore_rng_states, save_model_atomically
-from .data import KNOWN_DATASETS, DataBundle, DataConfig, load_data
+from .data import DataBundle, DataConfig, load_data
 from .errors import ArgumentParser, UserError, run_cli
 from .googlenet import build_googlenet, dtype_policy
 from .heads import compile_googlenet, inference_model
 from .optim import OPTIMIZERS, SCHEDULES, OptimConfig, make_optimizer
 from .runs import (CONFIG_FILE, SUMMARY_FILE, RunDir, check_run_name, check_writable, prepare, read_json,
                    write_json)
+from .sources import KNOWN_DATASETS
 from .variants import VARIANTS
 
 PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")

@@ -9,7 +9,7 @@ import os
 import inception_keras  # noqa: F401
 
 
-# --- data fixtures (tests/test_data.py and any test that needs the full Fashion-MNIST) ---
+# --- data fixtures (tests/test_data.py, test_sources.py, test_augment.py, and any test needing Fashion-MNIST) ---
 
 from pathlib import Path  # noqa: E402
 
@@ -35,6 +35,14 @@ def fashion_mnist_dir() -> Path:
             pytest.fail(message)
         pytest.skip(message)
     return folder
+
+
+@pytest.fixture(scope="module")
+def sample():
+    """The bundled sample with default settings, loaded once per test module (test_data, test_sources, test_augment)."""
+    from inception_keras.data import DataConfig, load_data
+
+    return load_data(DataConfig())
 
 
 # --- one finished training run (tests/test_train.py checks its artifacts, tests/test_evaluate.py evaluates it) ---
