@@ -42,6 +42,8 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import socket
+import urllib.parse
 from typing import Any
 
 import keras
@@ -51,6 +53,7 @@ from keras import tree
 from .errors import UserError
 
 STRATEGIES = ("auto", "default", "mirrored", "multiworker", "tpu")
+TPU_CONNECT_TIMEOUT = 30.0  # seconds to wait for a TCP answer from a grpc:// TPU address
 LR_SCALINGS = ("none", "linear")
 LR_REFERENCE_BATCH = 256
 
@@ -111,10 +114,13 @@ def tpu_strategy(tpu: str | None) -> tf.distribute.Strategy:
     (ValueError / RuntimeError / OpError), and a TPU name the resolver cannot
     look up: outside Google Cloud it asks the GCE metadata server and the Cloud
     TPU API over HTTP, which fails with ``urllib.error.URLError`` (an OSError)
-    or an ``http.client.HTTPException``.  A ``grpc://`` address where nothing
-    answers is not bounded: TensorFlow connects to it without a timeout, in C++
-    where Ctrl-C does not reach it (SIGTERM does).
+    or an ``http.client.HTTPException``.  A ``grpc://`` address is first probed
+    with a plain TCP connection (:func:`check_grpc_reachable`): TensorFlow itself
+    connects without a timeout, in C++ where Ctrl-C does not reach it, so an
+    address where nothing answers would hang the command.
     """
+    if tpu and tpu.startswith("grpc://"):
+        check_grpc_reachable(tpu)
     try:
         resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=tpu or "")
         tf.config.experimental_connect_to_cluster(resolver)
@@ -124,6 +130,31 @@ def tpu_strategy(tpu: str | None) -> tf.distribute.Strategy:
         message = " ".join(str(exc).split())[:200]
         raise UserError(f"no TPU found ({message}); pass --tpu NAME (or 'local' on a TPU VM), "
                         "or choose another --strategy") from None
+
+
+def check_grpc_reachable(addresses: str, timeout: float = TPU_CONNECT_TIMEOUT) -> None:
+    """Raise a :class:`UserError` unless every ``grpc://host:port`` in ``addresses`` (comma-separated) accepts
+    a TCP connection within ``timeout`` seconds.
+
+    Only the TCP handshake is checked, not that a TPU serves there; a refused or silent address ends here in
+    one line instead of in TensorFlow's unbounded connect.
+    """
+    for address in addresses.split(","):
+        parsed = urllib.parse.urlsplit(address.strip())
+        try:
+            host, port = parsed.hostname, parsed.port
+        except ValueError:
+            host, port = None, None
+        if parsed.scheme != "grpc" or not host or port is None:
+            raise UserError(f"--tpu {address.strip()!r} is not a grpc://HOST:PORT address; pass a TPU name, "
+                            "'local' on a TPU VM, or grpc://HOST:PORT")
+        try:
+            socket.create_connection((host, port), timeout=timeout).close()
+        except OSError as exc:
+            reason = "no answer" if isinstance(exc, TimeoutError) else (exc.strerror or str(exc))
+            raise UserError(f"no TPU found: {host}:{port} does not accept connections ({reason} within "
+                            f"{timeout:g} s); check the --tpu address and that the TPU is running, "
+                            "or choose another --strategy") from None
 
 
 def cluster_tasks(strategy: tf.distribute.Strategy) -> dict[str, Any]:

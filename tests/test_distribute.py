@@ -126,6 +126,44 @@ def test_a_tpu_name_that_cannot_be_looked_up_is_a_user_error(monkeypatch, tmp_pa
     assert not (tmp_path / "runs").exists()
 
 
+def _closed_port() -> int:
+    """A loopback port nothing listens on (bound, then released)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_a_grpc_tpu_address_where_nothing_listens_fails_in_one_line(tmp_path, capsys):
+    """TensorFlow would wait forever on this address; the TCP probe ends it at once (connection refused)."""
+    address = f"grpc://127.0.0.1:{_closed_port()}"
+    argv = ["--strategy", "tpu", "--tpu", address, "--output-dir", str(tmp_path / "runs")]
+    assert run_cli(train_module.main, argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: no TPU found: 127.0.0.1:"), err
+    assert "does not accept connections (Connection refused" in err[0], err
+    assert not (tmp_path / "runs").exists()
+
+
+def test_grpc_probe_timeout_listener_and_malformed_addresses(monkeypatch):
+    def silent(address, timeout):
+        raise TimeoutError("timed out")
+
+    with socket.socket() as server:  # a listening socket completes the handshake without accept()
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        distribute.check_grpc_reachable(f"grpc://127.0.0.1:{server.getsockname()[1]}", timeout=5)
+        with pytest.raises(UserError, match="127.0.0.1:.* does not accept connections"):  # every address is probed
+            distribute.check_grpc_reachable(f"grpc://127.0.0.1:{server.getsockname()[1]}, "
+                                            f"grpc://127.0.0.1:{_closed_port()}", timeout=5)
+    for address in ("grpc://no-port-here", "grpc://host:notaport", "http://host:8470"):
+        with pytest.raises(UserError, match="is not a grpc://HOST:PORT address"):
+            distribute.check_grpc_reachable(address)
+    monkeypatch.setattr(distribute.socket, "create_connection", silent)
+    with pytest.raises(UserError, match=r"^no TPU found: 10.1.2.3:8470 does not accept connections "
+                                        r"\(no answer within 0.5 s\)"):
+        distribute.check_grpc_reachable("grpc://10.1.2.3:8470", timeout=0.5)
+
+
 def test_pipelines_are_sharded_by_data():
     ds = distribute.shard_by_data(tf.data.Dataset.range(8).batch(4))
     assert ds.options().experimental_distribute.auto_shard_policy == tf.data.experimental.AutoShardPolicy.DATA
