@@ -151,10 +151,9 @@ def check_grpc_reachable(addresses: str, timeout: float = TPU_CONNECT_TIMEOUT) -
         try:
             socket.create_connection((host, port), timeout=timeout).close()
         except OSError as exc:
-            reason = "no answer" if isinstance(exc, TimeoutError) else (exc.strerror or str(exc))
-            raise UserError(f"no TPU found: {host}:{port} does not accept connections ({reason} within "
-                            f"{timeout:g} s); check the --tpu address and that the TPU is running, "
-                            "or choose another --strategy") from None
+            reason = f"no answer within {timeout:g} s" if isinstance(exc, TimeoutError) else exc.strerror or exc
+            raise UserError(f"no TPU found: {host}:{port} does not accept connections ({reason}); check the "
+                            "--tpu address and that the TPU is running, or choose another --strategy") from None
 
 
 def cluster_tasks(strategy: tf.distribute.Strategy) -> dict[str, Any]:
