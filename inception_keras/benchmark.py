@@ -51,6 +51,7 @@ import importlib.util
 import json
 import os
 import platform
+import re
 import statistics
 import subprocess
 import sys
@@ -159,6 +160,20 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
+def memory_allocator() -> str:
+    """The malloc this process and its workers use: a preloaded tcmalloc / jemalloc / mimalloc, else the system's.
+
+    torchvision's training speed depends on it (with glibc's malloc it maps its large tensors afresh every
+    step; see the README's Performance section), so it is recorded with the results.  Child processes inherit
+    ``LD_PRELOAD``, so the torch worker uses the same allocator.
+    """
+    for library in re.split(r"[:\s]+", os.environ.get("LD_PRELOAD", "")):
+        for allocator in ("tcmalloc", "jemalloc", "mimalloc"):
+            if allocator in Path(library).name:
+                return allocator
+    return "system malloc"
+
+
 def machine_info() -> dict[str, Any]:
     """CPU, core count, GPUs and library versions, recorded with the results."""
     torch_version = None
@@ -171,6 +186,7 @@ def machine_info() -> dict[str, Any]:
         "cpu_count": os.cpu_count(),
         "avx512": any(flag.startswith("avx512") for flag in cpu_flags()),
         "onednn": onednn_enabled(),
+        "allocator": memory_allocator(),
         "gpus": [d.name for d in tf.config.list_physical_devices("GPU")],
         "python": platform.python_version(),
         "tensorflow": tf.__version__,
@@ -784,7 +800,7 @@ def format_report(results: dict[str, Any]) -> str:
         f"{results['model']['dtype_policy']}; {m['cpu']} ({m['cpu_count']} cores, "
         f"{'AVX-512' if m.get('avx512') else 'no AVX-512'}), TF {m['tensorflow']} "
         f"(oneDNN {'on' if m.get('onednn') else 'off'}), "
-        f"Keras {m['keras']}",
+        f"Keras {m['keras']}, {m.get('allocator', 'system malloc')}",
         f"multiply-adds per image: {results['model']['multiply_adds_inference'] / 1e9:.3f} G inference, "
         f"{results['model']['multiply_adds_training'] / 1e9:.3f} G with aux heads; "
         f"float32 matmul limit {results['matmul']['gflops']:.1f} GFLOP/s",

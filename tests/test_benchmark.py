@@ -2,6 +2,7 @@
 
 import json
 
+import keras
 import pytest
 import tensorflow as tf
 
@@ -113,6 +114,18 @@ def test_native_filter_gradient_copy_of_a_matmul_gradient_model(monkeypatch):
 
 
 @pytest.mark.slow
+def test_memory_allocator_is_the_preloaded_one(monkeypatch):
+    """torchvision's speed depends on the allocator, so the results name it (LD_PRELOAD, inherited by workers)."""
+    cases = {"": "system malloc", "/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4": "tcmalloc",
+             "/opt/libfoo.so /usr/lib/libjemalloc.so.2": "jemalloc", "libfoo.so:libmimalloc.so": "mimalloc",
+             "/usr/lib/libfoo.so": "system malloc"}
+    for preload, expected in cases.items():
+        monkeypatch.setenv("LD_PRELOAD", preload)
+        assert benchmark.memory_allocator() == expected, preload
+    monkeypatch.delenv("LD_PRELOAD")
+    assert benchmark.machine_info()["allocator"] == "system malloc"
+
+
 def test_tiny_run_writes_every_field(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(layers_module, "avx2_without_avx512", lambda: True)  # the AVX2 rows on any CPU
     output = tmp_path / "bench.json"
@@ -122,6 +135,7 @@ def test_tiny_run_writes_every_field(tmp_path, capsys, monkeypatch):
     assert status == 0
     results = json.loads(output.read_text())
     assert set(results) >= {"settings", "machine", "load_average", "matmul", "model", "results", "pipeline", "notes"}
+    assert results["machine"]["allocator"] == benchmark.memory_allocator()
     assert results["settings"]["image_size"] == 32 and results["matmul"]["gflops"] > 0
     assert results["model"]["multiply_adds_inference"] < results["model"]["multiply_adds_training"]
     rows = {row["name"]: row for row in results["results"]}
@@ -143,6 +157,7 @@ def test_tiny_run_writes_every_field(tmp_path, capsys, monkeypatch):
         assert any("torchvision skipped" in note for note in results["notes"])
     printed = capsys.readouterr().out
     assert "| keras training | training |" in printed
+    assert f"Keras {keras.__version__}, {benchmark.memory_allocator()}" in printed
     if on_x86():  # tests import inception_keras first: oneDNN on
         assert results["machine"]["onednn"] is True and "(oneDNN on)" in printed
         assert not any("without oneDNN" in note for note in results["notes"])
