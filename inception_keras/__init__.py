@@ -17,8 +17,8 @@ prefer_onednn()  # must precede the first TensorFlow import; see inception_keras
 from .distribute import MultiWorkerModel
 from .googlenet import INCEPTION_TABLE, MIN_INPUT_SIZE, build_googlenet, endpoints, feature_extractor
 from .heads import SparseCategoricalCrossentropy, compile_googlenet, inference_model
-from .layers import LRN, BiasConv2D, CpuConv2D, FusedBatchNormalization
-from . import optim  # noqa: F401 (registers the optimizers that a training run's model.keras names)
+from .layers import LRN
+from . import legacy  # noqa: F401 (registers the class names that files of earlier versions use)
 from .port import load_torchvision_weights
 from .variants import VARIANTS
 
@@ -27,9 +27,6 @@ warn_if_onednn_off()
 __version__ = "0.1.0"
 
 __all__ = [
-    "BiasConv2D",
-    "CpuConv2D",
-    "FusedBatchNormalization",
     "INCEPTION_TABLE",
     "LRN",
     "MIN_INPUT_SIZE",

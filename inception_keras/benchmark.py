@@ -6,15 +6,15 @@ batch size and precision, in one process and under the same load:
 * ``matmul``: the machine's float32 matrix-multiply GFLOP/s (``tf.matmul`` of
   two N x N matrices, N = ``--matmul-size``), the practical limit;
 * ``keras training``: a full training step of the three-head model compiled
-  with :func:`~inception_keras.heads.compile_googlenet` (``inception_keras.optim.Adam``: Keras' Adam with
-  its updates compiled by XLA, as ``train`` uses; loss
-  ``main + 0.3 aux1 + 0.3 aux2``), from in-memory tensors; where the model's
-  3x3 convolutions compute their filter gradient with matmuls (AVX2 CPUs, see
-  :class:`~inception_keras.layers.CpuConv2D`), also ``keras training, oneDNN
-  filter gradient``: the same step with TensorFlow's own filter gradient;
-* ``keras inference``: the inference model (``main`` head only) and the
-  optimised one (:func:`~inception_keras.export.export_model`: BatchNorm
-  folded into the convs, dropout removed), both through ``predict_on_batch``;
+  with :func:`~inception_keras.heads.compile_googlenet` (Keras' Adam; loss
+  ``main + 0.3 aux1 + 0.3 aux2``), from in-memory tensors, with the
+  TensorFlow speed-ups of :mod:`~inception_keras.speedups` (``--speedups``,
+  all by default, as ``train`` applies them), and beside it ``keras
+  training, no speed-ups``: the plain model in the same rounds;
+* ``keras inference``: the inference model (``main`` head only; also
+  without speed-ups) and the optimised one
+  (:func:`~inception_keras.export.export_model`: BatchNorm folded into the
+  convs, dropout removed), all through ``predict_on_batch``;
 * with ``--xla``: the same training step and optimised inference with
   ``jit_compile=True``;
 * with ``--also-variants``: the training step and optimised inference of other
@@ -71,9 +71,8 @@ from .export import TFLiteRunner, export_model, export_tflite, sub_batched
 from .flops import count_multiply_adds, inference_flops, training_flops
 from .googlenet import MIN_INPUT_SIZE, build_googlenet, dtype_policy
 from .heads import compile_googlenet, inference_model
-from .layers import CpuConv2D
-from .optim import Adam
 from .runs import check_writable, write_json
+from .speedups import SPEEDUPS, accelerate, check_speedups
 from .variants import VARIANTS
 
 TFLITE_QUANTIZATIONS = ("float32", "float16", "dynamic", "int8")
@@ -109,6 +108,7 @@ class Settings:
     data_dir: str | None = None
     pipeline_image_size: int = 96
     output: str = "benchmark.json"
+    speedups: tuple[str, ...] = SPEEDUPS
 
 
 @dataclass
@@ -231,31 +231,16 @@ def build_model(settings: Settings, input_shape: tuple[int, int, int], num_class
         return build_googlenet(num_classes, input_shape=input_shape, variant=variant or settings.variant)
 
 
-def matmul_filter_gradient_layers(model: keras.Model) -> int:
-    """How many of ``model``'s convolutions compute their filter gradient with matmuls (see ``CpuConv2D``)."""
-    return sum(isinstance(layer, CpuConv2D) and layer.uses_matmul_filter_gradient for layer in model.layers)
-
-
-def with_native_filter_gradients(model: keras.Model) -> keras.Model:
-    """A copy of ``model`` (fresh weights) whose convolutions keep TensorFlow's own filter gradient."""
-    def clone_layer(layer: keras.layers.Layer) -> keras.layers.Layer:
-        config = layer.get_config()
-        if isinstance(layer, CpuConv2D):
-            config["filter_gradient"] = "native"
-        return layer.__class__.from_config(config)
-
-    return keras.models.clone_model(model, clone_function=clone_layer)
-
-
 def settings_policy(settings: Settings) -> str:
     """The Keras dtype policy of ``settings.precision``."""
     return "float32" if settings.precision == "float32" else mixed_policy()
 
 
 def training_contender(name: str, model: keras.Model, batch: tuple[tf.Tensor, dict[str, tf.Tensor]],
-                       steps: int, jit_compile: bool = False) -> Contender:
-    """A compiled three-head training step on one in-memory batch (``train_on_batch`` reuses its traced step)."""
-    compile_googlenet(model, Adam(), jit_compile=jit_compile)
+                       steps: int, jit_compile: bool = False, speedups: tuple[str, ...] = ()) -> Contender:
+    """A compiled three-head training step on one in-memory batch (``train_on_batch`` reuses its traced step),
+    with the named :mod:`~inception_keras.speedups` applied."""
+    accelerate(compile_googlenet(model, keras.optimizers.Adam(), jit_compile=jit_compile), speedups)
     images, labels = batch
     flops = training_flops(count_multiply_adds(model))
     return Contender(name, "training", repeat(lambda: model.train_on_batch(images, labels), steps),
@@ -263,9 +248,10 @@ def training_contender(name: str, model: keras.Model, batch: tuple[tf.Tensor, di
 
 
 def inference_contender(name: str, model: keras.Model, images: tf.Tensor, steps: int,
-                        jit_compile: bool = False) -> Contender:
-    """``predict_on_batch`` of a single-output model, compiled (traced) once."""
+                        jit_compile: bool = False, speedups: tuple[str, ...] = ()) -> Contender:
+    """``predict_on_batch`` of a single-output model, compiled (traced) once, with the named speed-ups."""
     model.compile(jit_compile=jit_compile)
+    accelerate(model, speedups)
     flops = inference_flops(count_multiply_adds(model))
     return Contender(name, "inference", repeat(lambda: model.predict_on_batch(images), steps),
                      work=steps * int(images.shape[0]), flops_per_image=flops)
@@ -492,7 +478,7 @@ def pipeline_contenders(settings: Settings, bundle: Any) -> tuple[list[Contender
     """
     dataset = bundle.train_dataset(heads=HEADS).repeat()
     model = build_model(settings, bundle.input_shape, bundle.num_classes)
-    compile_googlenet(model, Adam())
+    accelerate(compile_googlenet(model, keras.optimizers.Adam()), settings.speedups)
     batches = iter(dataset)
     in_memory = next(batches)
     alone = bundle.train_dataset(heads=HEADS).repeat()
@@ -649,7 +635,21 @@ def build_parser() -> ArgumentParser:
     parser.add_argument("--pipeline-image-size", type=int, default=d.pipeline_image_size,
                         help=f"image size of the pipeline measurement (default {d.pipeline_image_size})")
     parser.add_argument("--output", default=d.output, help=f"JSON results file (default {d.output})")
+    parser.add_argument("--speedups", default="all",
+                        help=f"TensorFlow speed-ups of the timed Keras models, comma-separated from "
+                             f"{', '.join(SPEEDUPS)}, or all or none; beside them the plain model is timed "
+                             "(default all)")
     return parser
+
+
+def parse_speedups(text: str) -> tuple[str, ...]:
+    """``--speedups``: all, none, or names from :data:`~inception_keras.speedups.SPEEDUPS`."""
+    if text.strip().lower() in ("all", "none", ""):
+        return SPEEDUPS if text.strip().lower() == "all" else ()
+    try:
+        return check_speedups(name.strip() for name in text.split(",") if name.strip())
+    except ValueError as exc:
+        raise UserError(f"--speedups: {exc}") from None
 
 
 def settings_from_args(argv: Sequence[str] | None = None) -> Settings:
@@ -679,7 +679,8 @@ def settings_from_args(argv: Sequence[str] | None = None) -> Settings:
         if not ok:
             raise UserError(message)
     check_writable(Path(args.output).absolute().parent, "--output")
-    return Settings(variant=args.variant, also_variants=tuple(v for v in also if v != args.variant),
+    return Settings(speedups=parse_speedups(args.speedups),
+                    variant=args.variant, also_variants=tuple(v for v in also if v != args.variant),
                     image_size=args.image_size, batch_size=args.batch_size,
                     num_classes=args.num_classes, channels=args.channels, precision=args.precision,
                     warmup=args.warmup, runs=args.runs, steps=args.steps, xla=args.xla, tflite=tflite,
@@ -697,18 +698,18 @@ def keras_contenders(settings: Settings, workdir: Path) -> tuple[list[Contender]
     facts = {"multiply_adds_inference": count_multiply_adds(inference_model(model)),
              "multiply_adds_training": count_multiply_adds(model),
              "trainable_params": int(sum(np.prod(w.shape) for w in model.trainable_weights)),
-             "dtype_policy": settings_policy(settings),
-             "matmul_filter_gradient_convs": matmul_filter_gradient_layers(model)}
+             "dtype_policy": settings_policy(settings), "speedups": list(settings.speedups)}
+    fast = settings.speedups
     contenders = [
-        training_contender("keras training", model, batch, settings.steps),
-        inference_contender("keras inference", inference_model(model), batch[0], settings.steps),
-        inference_contender("keras inference, BN folded", optimised, batch[0], settings.steps),
+        training_contender("keras training", model, batch, settings.steps, speedups=fast),
+        inference_contender("keras inference", inference_model(model), batch[0], settings.steps, speedups=fast),
+        inference_contender("keras inference, BN folded", optimised, batch[0], settings.steps, speedups=fast),
     ]
-    if facts["matmul_filter_gradient_convs"]:
-        with dtype_policy(settings_policy(settings)):
-            native = with_native_filter_gradients(model)
-        contenders.insert(1, training_contender("keras training, oneDNN filter gradient", native, batch,
-                                                settings.steps))
+    if fast:  # the plain model in the same rounds: what the speed-ups gain
+        plain = build_model(settings, shape, settings.num_classes)
+        contenders.insert(1, training_contender("keras training, no speed-ups", plain, batch, settings.steps))
+        contenders.insert(3, inference_contender("keras inference, no speed-ups", inference_model(plain), batch[0],
+                                                 settings.steps))
     if settings.xla:
         xla_model = build_model(settings, shape, settings.num_classes)
         contenders.insert(1, training_contender("keras training (XLA)", xla_model, batch, settings.steps, True))
@@ -716,9 +717,10 @@ def keras_contenders(settings: Settings, workdir: Path) -> tuple[list[Contender]
                                               settings.steps, True))
     for variant in settings.also_variants:
         other = build_model(settings, shape, settings.num_classes, variant)
-        contenders += [training_contender(f"keras training, {variant}", other, batch, settings.steps),
+        contenders += [training_contender(f"keras training, {variant}", other, batch, settings.steps,
+                                          speedups=fast),
                        inference_contender(f"keras inference, BN folded, {variant}", export_model(other), batch[0],
-                                           settings.steps)]
+                                           settings.steps, speedups=fast)]
     tflite, notes = tflite_contenders(settings, optimised, batch[0], workdir)
     return contenders + tflite, facts, notes
 

@@ -12,7 +12,6 @@ from dataclasses import dataclass
 import keras
 from keras import layers
 
-from .layers import CpuConv2D, FusedBatchNormalization
 from .pooling import AdaptiveAveragePooling2D
 from .variants import Variant
 
@@ -42,17 +41,15 @@ def conv_unit(x, filters: int, kernel_size: int, name: str, variant: Variant, st
               padding: str = "same"):
     """Convolution + (BatchNorm) + ReLU; the unit's output layer is always ``<name>_relu``.
 
-    The convolution is a :class:`~inception_keras.layers.CpuConv2D` (a Keras
-    ``Conv2D`` whose bias and 3x3 filter gradients train faster on CPU); with
-    BatchNorm it has no bias (the BN offset replaces it).  The ReLU is a
-    separate layer for every variant so the unit ends in the same name;
-    TensorFlow's graph optimiser fuses conv + bias + ReLU on CPU and GPU anyway.
+    With BatchNorm the convolution has no bias (the BN offset replaces it).
+    The ReLU is a separate layer for every variant so the unit ends in the
+    same name; TensorFlow's graph optimiser fuses conv + bias + ReLU anyway.
     """
-    x = CpuConv2D(filters, kernel_size, strides=strides, padding=padding, use_bias=not variant.batch_norm,
-                  name=name)(x)
+    x = layers.Conv2D(filters, kernel_size, strides=strides, padding=padding, use_bias=not variant.batch_norm,
+                      name=name)(x)
     if variant.batch_norm:
-        x = FusedBatchNormalization(epsilon=variant.bn_epsilon, momentum=variant.bn_momentum,
-                                    name=f"{name}_bn")(x)
+        x = layers.BatchNormalization(epsilon=variant.bn_epsilon, momentum=variant.bn_momentum,
+                                      name=f"{name}_bn")(x)
     return layers.ReLU(name=f"{name}_relu")(x)
 
 

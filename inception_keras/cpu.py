@@ -15,8 +15,7 @@ keeps it off).  TensorFlow reads the variable once, when it is imported: if
 TensorFlow came first with oneDNN off, :func:`warn_if_onednn_off` says how to fix it.
 
 :func:`cpu_flags` reads the CPU's instruction-set flags, which decide the mixed
-precision the benchmark offers and where :class:`~inception_keras.layers.CpuConv2D`
-computes its filter gradient with matmuls (AVX2 CPUs without AVX-512).
+precision the benchmark offers.
 """
 
 from __future__ import annotations
@@ -36,7 +35,7 @@ def on_x86() -> bool:
     return platform.machine().lower() in ("x86_64", "amd64")
 
 
-@functools.cache  # read once: every CpuConv2D asks when it is built
+@functools.cache  # read once
 def cpu_flags() -> frozenset[str]:
     """The CPU feature flags (``avx2``, ``avx512f`` ...) from ``/proc/cpuinfo`` on Linux; empty elsewhere."""
     with contextlib.suppress(OSError):
@@ -44,12 +43,6 @@ def cpu_flags() -> frozenset[str]:
             if line.startswith("flags"):
                 return frozenset(line.split(":", 1)[1].split())
     return frozenset()
-
-
-def avx2_without_avx512() -> bool:
-    """Whether this is an x86 CPU with AVX2 but no AVX-512, where oneDNN's filter-gradient kernel is slow."""
-    flags = cpu_flags()
-    return on_x86() and "avx2" in flags and "avx512f" not in flags
 
 
 def prefer_onednn() -> None:

@@ -57,7 +57,7 @@ import tensorflow as tf
 
 from .errors import ArgumentParser, UserError, run_cli
 from .heads import inference_model
-from .layers import BiasConv2D, CpuConv2D
+from .legacy import stock_class
 from .runs import atomic_path, check_writable, write_json
 
 QUANTIZATIONS = ("float32", "float16", "dynamic", "int8")
@@ -65,8 +65,6 @@ FORMATS = ("savedmodel", "tflite", "tflite-float16", "tflite-dynamic", "tflite-i
 DEFAULT_CALIBRATION_IMAGES = 200
 DEFAULT_CHECK_IMAGES = 500
 INTERRUPTED = "nothing was written; run the same command again"  # after Ctrl-C (see main)
-# Convolutions whose forward pass is exactly keras.layers.Conv2D's (CpuConv2D only changes the gradients).
-PLAIN_CONVS = (keras.layers.Conv2D, CpuConv2D, BiasConv2D)
 
 
 # --------------------------------------------------------------------------- BatchNorm folding
@@ -103,8 +101,7 @@ def foldable_pairs(model: keras.Model) -> dict[str, str]:
     """``{conv name: batchnorm name}`` for every BatchNorm that can be folded into the conv before it.
 
     A pair folds when the BatchNorm normalises the last axis, the conv is a
-    ``Conv2D`` (or :class:`~inception_keras.layers.CpuConv2D`) without an
-    activation, and the BatchNorm is the conv's only reader.
+    ``Conv2D`` without an activation, and the BatchNorm is the conv's only reader.
     """
     consumers = _consumers(model)
     pairs = {}
@@ -115,7 +112,7 @@ def foldable_pairs(model: keras.Model) -> dict[str, str]:
         if len(sources) != 1:
             continue
         conv = model.get_layer(sources[0])
-        if (type(conv) in PLAIN_CONVS and conv.activation is keras.activations.linear
+        if (stock_class(type(conv)) is keras.layers.Conv2D and conv.activation is keras.activations.linear
                 and consumers[conv.name] == [layer.name] and layer.axis in (-1, [3], 3, [-1])):
             pairs[conv.name] = layer.name
     return pairs
@@ -148,8 +145,8 @@ def fold_batchnorm(model: keras.Model, name: str | None = None) -> keras.Model:
     The copy has its own weights (the original is not changed), the same input
     and output names, and predicts what ``model(x, training=False)`` does.
     Layers that are not folded keep their configuration and weights;
-    :class:`~inception_keras.layers.CpuConv2D` layers become ``keras.layers.Conv2D``
-    (same forward pass; its gradient tuning is of no use at inference), so a
+    layers of the classes earlier versions saved (:mod:`~inception_keras.legacy`)
+    become the Keras layers they stand for, so a
     folded BN model holds Keras layers only and loads without ``inception_keras``
     (unless its input sides are ``None`` or of different parity: then its
     pools are :class:`~inception_keras.pooling.CeilModeMaxPooling2D`).
@@ -158,10 +155,7 @@ def fold_batchnorm(model: keras.Model, name: str | None = None) -> keras.Model:
     skipped = set(pairs.values()) | {layer.name for layer in model.layers if isinstance(layer, keras.layers.Dropout)}
 
     def clone_layer(layer: keras.layers.Layer) -> keras.layers.Layer:
-        config, layer_class = layer.get_config(), layer.__class__
-        if isinstance(layer, CpuConv2D):
-            config.pop("filter_gradient")
-            layer_class = keras.layers.Conv2D
+        config, layer_class = layer.get_config(), stock_class(layer.__class__)
         if layer.name in pairs:
             config.update(use_bias=True, bias_initializer="zeros")
         return layer_class.from_config(config)

@@ -10,18 +10,17 @@ optimizer's step counter, so a resumed run (which restores the optimizer's
   decay to 0 at the end of training.
 * ``constant``: ``lr`` throughout.
 
-The optimizers are Keras' SGD, Adam and AdamW with their updates compiled by
-XLA (:class:`CompiledUpdates`).
+The optimizers are Keras' own SGD, Adam and AdamW; the training command
+compiles their updates with XLA on TensorFlow
+(:func:`inception_keras.speedups.accelerate`).
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
 
 import keras
-import tensorflow as tf
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("paper", "cosine", "constant")
@@ -66,53 +65,8 @@ def make_schedule(config: OptimConfig, steps_per_epoch: int, epochs: int) -> flo
     raise ValueError(f"unknown schedule {config.schedule!r}; choose one of {', '.join(SCHEDULES)}")
 
 
-class CompiledUpdates:
-    """Mixin for a Keras optimizer: its update of all the variables runs as one XLA-compiled function.
-
-    Keras applies an optimizer as several element-wise ops per variable, each a
-    pass over memory; XLA fuses them.  The update rule is Keras' own, unchanged.
-    Applying AdamW to GoogLeNet's 13.4 M weights took 70 ms as Keras' ops and 26 ms
-    compiled (2 cores of an Intel Xeon); the default 32 px, batch 64 training
-    step got 1.17x faster (293 -> 342 images/s), the 224 px, batch 32 one 1.02x.
-
-    Only inside a compiled training step with no ``tf.distribute`` strategy
-    (replica-context updates cannot be compiled); elsewhere Keras' own apply.
-    """
-
-    def apply(self, grads: Any, trainable_variables: Any = None) -> Any:
-        if trainable_variables is None or tf.distribute.has_strategy() or not tf.inside_function():
-            return super().apply(grads, trainable_variables)
-        variables = list(trainable_variables)
-        # The compiled function lives in __dict__, out of Keras' attribute tracking (it is not optimizer state).
-        if not self.built:
-            self.build(variables)
-        key = tuple(id(variable) for variable in variables)
-        if self.__dict__.get("_compiled_for") != key:  # one compiled update per variable list
-            keras_apply = super().apply
-            self.__dict__["_compiled_apply"] = tf.function(lambda gradients: keras_apply(gradients, variables),
-                                                           jit_compile=True)
-            self.__dict__["_compiled_for"] = key
-        return self.__dict__["_compiled_apply"](list(grads))
-
-
-@keras.saving.register_keras_serializable(package="inception_keras")
-class SGD(CompiledUpdates, keras.optimizers.SGD):
-    """``keras.optimizers.SGD`` with :class:`CompiledUpdates`."""
-
-
-@keras.saving.register_keras_serializable(package="inception_keras")
-class Adam(CompiledUpdates, keras.optimizers.Adam):
-    """``keras.optimizers.Adam`` with :class:`CompiledUpdates`."""
-
-
-@keras.saving.register_keras_serializable(package="inception_keras")
-class AdamW(CompiledUpdates, keras.optimizers.AdamW):
-    """``keras.optimizers.AdamW`` with :class:`CompiledUpdates`."""
-
-
 def make_optimizer(config: OptimConfig, steps_per_epoch: int, epochs: int) -> keras.optimizers.Optimizer:
-    """A Keras optimizer (with :class:`CompiledUpdates`) with the schedule, weight decay (not on biases / BN)
-    and optional EMA.
+    """A Keras optimizer with the schedule, weight decay (not on biases / BN) and optional EMA.
 
     ``sgd`` uses Nesterov-free momentum (the paper's 0.9); weight decay on SGD and
     Adam is Keras' decoupled form, applied with the learning rate.
@@ -121,11 +75,11 @@ def make_optimizer(config: OptimConfig, steps_per_epoch: int, epochs: int) -> ke
     common = {"learning_rate": learning_rate, "weight_decay": config.weight_decay or None,
               "use_ema": config.ema, "ema_momentum": config.ema_momentum}
     if config.optimizer == "sgd":
-        optimizer = SGD(momentum=config.momentum, **common)
+        optimizer = keras.optimizers.SGD(momentum=config.momentum, **common)
     elif config.optimizer == "adam":
-        optimizer = Adam(**common)
+        optimizer = keras.optimizers.Adam(**common)
     elif config.optimizer == "adamw":
-        optimizer = AdamW(**common)
+        optimizer = keras.optimizers.AdamW(**common)
     else:
         raise ValueError(f"unknown optimizer {config.optimizer!r}; choose one of {', '.join(OPTIMIZERS)}")
     if config.weight_decay:

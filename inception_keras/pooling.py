@@ -21,8 +21,8 @@ from __future__ import annotations
 from typing import Any
 
 import keras
-import tensorflow as tf
-from keras import layers
+import ml_dtypes
+from keras import layers, ops
 
 
 def ceil_mode_size(side: int, pool: int, stride: int) -> int:
@@ -78,10 +78,11 @@ class CeilModeMaxPooling2D(keras.layers.MaxPooling2D):
         if self.data_format != "channels_last":
             raise ValueError(f"CeilModeMaxPooling2D works on channels-last maps, got data_format={self.data_format!r}")
 
-    def call(self, inputs: tf.Tensor) -> tf.Tensor:
+    def call(self, inputs):
         rows, columns = (stride - 1 for stride in self.strides)
-        padded = tf.pad(inputs, [[0, 0], [0, rows], [0, columns], [0, 0]], constant_values=inputs.dtype.min)
-        return tf.nn.max_pool2d(padded, self.pool_size, self.strides, "VALID")
+        lowest = ml_dtypes.finfo(keras.backend.standardize_dtype(inputs.dtype)).min
+        padded = ops.pad(inputs, [[0, 0], [0, rows], [0, columns], [0, 0]], constant_values=lowest)
+        return super().call(padded)
 
     def compute_output_shape(self, input_shape: tuple) -> tuple:
         batch, height, width, channels = input_shape
@@ -99,19 +100,20 @@ class AdaptiveAveragePooling2D(keras.layers.AdaptiveAveragePooling2D):
     ``1 / bin size``, PyTorch's bins (which Keras' layer uses too).
     """
 
-    def call(self, inputs: tf.Tensor) -> tf.Tensor:
+    def call(self, inputs):
         if self.data_format != "channels_last" or None not in inputs.shape[1:3]:
             return super().call(inputs)
-        rows = bin_weights(tf.shape(inputs)[1], self.output_size[0], inputs.dtype)
-        columns = bin_weights(tf.shape(inputs)[2], self.output_size[1], inputs.dtype)
-        return tf.einsum("nhwc,ih,jw->nijc", inputs, rows, columns)
+        height, width = ops.shape(inputs)[1:3]
+        rows = bin_weights(height, self.output_size[0], inputs.dtype)
+        columns = bin_weights(width, self.output_size[1], inputs.dtype)
+        return ops.einsum("nhwc,ih,jw->nijc", inputs, rows, columns)
 
 
-def bin_weights(side: tf.Tensor, bins: int, dtype: tf.DType) -> tf.Tensor:
+def bin_weights(side, bins: int, dtype: str):
     """The ``(bins, side)`` matrix that averages each of PyTorch's adaptive pooling bins of a ``side``-long axis."""
-    index = tf.range(bins)
+    index = ops.arange(bins, dtype="int32")
     start = (index * side) // bins
     end = -((-(index + 1) * side) // bins)
-    position = tf.range(side)[tf.newaxis, :]
-    inside = (position >= start[:, tf.newaxis]) & (position < end[:, tf.newaxis])
-    return tf.cast(inside, dtype) / tf.cast(end - start, dtype)[:, tf.newaxis]
+    position = ops.expand_dims(ops.arange(side, dtype="int32"), 0)
+    inside = ops.logical_and(position >= ops.expand_dims(start, 1), position < ops.expand_dims(end, 1))
+    return ops.cast(inside, dtype) / ops.expand_dims(ops.cast(end - start, dtype), 1)

@@ -2,12 +2,12 @@
 
 ``python -m inception_keras.profile --variant bn --image-size 224 --batch-size 32`` runs the three-head
 training step of :mod:`inception_keras.benchmark` (or, with ``--task inference``, the optimised inference
-model of :func:`~inception_keras.export.export_model`) under ``tf.profiler`` and prints:
+model of :func:`~inception_keras.export.export_model`), with the :mod:`~inception_keras.speedups` the
+training command uses, under ``tf.profiler`` and prints:
 
 * milliseconds per step by op type (oneDNN's ``_MklNative`` prefixes dropped) and by group
   (convolutions, BatchNorm, pooling, ReLU, concatenation and its gradient slices, matmuls, XLA-compiled
-  functions such as the optimizer's update, the rest; on AVX2 CPUs the 3x3 convolutions' filter
-  gradients are matmuls, see :class:`~inception_keras.layers.CpuConv2D`);
+  functions such as the optimizer's update and LRN, the rest);
 * for the convolutions, milliseconds and GFLOP/s per kernel size and pass (forward, input gradient, filter
   gradient), from each op's layer and :func:`~inception_keras.flops.per_layer_multiply_adds`, which shows
   whether a convolution runs near the matmul limit or is memory-bound.
@@ -39,8 +39,8 @@ from .export import export_model
 from .flops import per_layer_multiply_adds
 from .googlenet import MIN_INPUT_SIZE
 from .heads import compile_googlenet
-from .optim import Adam
 from .runs import check_writable, write_json
+from .speedups import accelerate
 from .variants import VARIANTS
 
 XLA_EXECUTABLE = "XLA executable"  # what a jit-compiled function's run is called here (it is not a TF op event)
@@ -51,7 +51,7 @@ GROUPS = (  # (group, parts of op type names) in the order they are tried
     ("pooling", ("MaxPool", "AvgPool")),
     ("relu", ("Relu",)),
     ("concat / slices / sums", ("ConcatV2", "Slice", "Split", "AddN")),
-    ("matmul", ("MatMul", "FusedMatMul", "BatchMatMul")),  # dense layers; on AVX2 CPUs also 3x3 filter gradients
+    ("matmul", ("MatMul", "FusedMatMul", "BatchMatMul")),  # dense layers
     ("XLA-compiled functions", (XLA_EXECUTABLE,)),  # the optimizer's update (inception_keras.optim), LRN
 )
 CONV_PASSES = {"Conv2DBackpropInput": "input gradient", "Conv2DBackpropFilter": "filter gradient"}
@@ -165,10 +165,11 @@ def step_function(model: keras.Model, task: str, images: tf.Tensor,
     The same set-up as the benchmark's ``keras training`` and ``keras inference, BN folded`` rows.
     """
     if task == "training":
-        compile_googlenet(model, Adam())
+        accelerate(compile_googlenet(model, keras.optimizers.Adam()))
         return lambda: model.train_on_batch(images, labels), model
     optimised = export_model(model)
     optimised.compile()
+    accelerate(optimised)
     return lambda: optimised.predict_on_batch(images), optimised
 
 

@@ -50,6 +50,7 @@ from .optim import OPTIMIZERS, SCHEDULES, OptimConfig, make_optimizer
 from .runs import (CONFIG_FILE, SUMMARY_FILE, RunDir, check_run_name, check_writable, prepare, read_json,
                    write_json)
 from .sources import KNOWN_DATASETS
+from .speedups import accelerate
 from .variants import VARIANTS
 
 PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
@@ -325,8 +326,9 @@ def new_model(config: TrainConfig, bundle: DataBundle, strategy: tf.distribute.S
                                     dropout=config.model.dropout)
         model = for_strategy(model, strategy)
         optimizer = make_optimizer(optim, steps_per_epoch(config, bundle), config.epochs)
-        return compile_googlenet(model, optimizer, aux_weight=config.model.aux_weight,
-                                 label_smoothing=config.model.label_smoothing)
+        model = compile_googlenet(model, optimizer, aux_weight=config.model.aux_weight,
+                                  label_smoothing=config.model.label_smoothing)
+        return accelerate(model)  # TensorFlow's fast paths; the saved files keep stock layers
 
 
 def resume_model(config: TrainConfig, bundle: DataBundle, run_dir: RunDir, state,

@@ -4,17 +4,12 @@ import json
 
 import keras
 import pytest
-import tensorflow as tf
 
-from inception_keras import benchmark, build_googlenet
-from inception_keras import layers as layers_module
-from inception_keras.benchmark import (Contender, format_table, main, matmul_filter_gradient_layers, measure,
-                                       pipeline_summary, summarise, with_native_filter_gradients)
+from inception_keras import benchmark
+from inception_keras.benchmark import Contender, format_table, main, measure, parse_speedups, pipeline_summary, summarise
 from inception_keras.cpu import on_x86
 from inception_keras.errors import UserError, run_cli
 
-# With a GPU visible CpuConv2D keeps cuDNN's filter gradient, so no matmul-gradient rows.
-MATMUL_GRADIENT_CONVS = 0 if tf.config.list_logical_devices("GPU") else 10  # conv2_3x3 + the modules' 3x3 convs
 
 
 @pytest.mark.parametrize("argv, message", [
@@ -104,13 +99,12 @@ def test_mixed_precision_policy(monkeypatch):
     assert benchmark.mixed_policy() == "mixed_bfloat16"
 
 
-def test_native_filter_gradient_copy_of_a_matmul_gradient_model(monkeypatch):
-    monkeypatch.setattr(layers_module, "avx2_without_avx512", lambda: True)
-    model = build_googlenet(3, input_shape=(32, 32, 3), variant="bn")
-    assert matmul_filter_gradient_layers(model) == MATMUL_GRADIENT_CONVS
-    native = with_native_filter_gradients(model)
-    assert matmul_filter_gradient_layers(native) == 0
-    assert native.output_names == model.output_names and native.count_params() == model.count_params()
+def test_speedups_option_reads_all_none_or_names():
+    assert parse_speedups("all") == ("fused_batch_norm", "conv_bias", "xla_lrn", "compiled_updates")
+    assert parse_speedups("none") == ()
+    assert parse_speedups("xla_lrn, conv_bias") == ("xla_lrn", "conv_bias")
+    with pytest.raises(UserError, match="--speedups: unknown speed-up 'fast'"):
+        parse_speedups("fast")
 
 
 @pytest.mark.slow
@@ -127,7 +121,6 @@ def test_memory_allocator_is_the_preloaded_one(monkeypatch):
 
 
 def test_tiny_run_writes_every_field(tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr(layers_module, "avx2_without_avx512", lambda: True)  # the AVX2 rows on any CPU
     output = tmp_path / "bench.json"
     status = main(["--image-size", "32", "--batch-size", "4", "--num-classes", "5", "--warmup", "1",
                    "--runs", "1", "--tflite", "float32", "--matmul-size", "64", "--dataset", "sample",
@@ -139,11 +132,11 @@ def test_tiny_run_writes_every_field(tmp_path, capsys, monkeypatch):
     assert results["settings"]["image_size"] == 32 and results["matmul"]["gflops"] > 0
     assert results["model"]["multiply_adds_inference"] < results["model"]["multiply_adds_training"]
     rows = {row["name"]: row for row in results["results"]}
-    expected = {"keras training", "keras inference", "keras inference, BN folded", "tflite float32",
+    expected = {"keras training", "keras training, no speed-ups", "keras inference",
+                "keras inference, no speed-ups", "keras inference, BN folded", "tflite float32",
                 "keras inference, BN folded, 2 sub-batches", "pipeline only", "training, real pipeline",
                 "training, in-memory batch"}
-    assert results["model"]["matmul_filter_gradient_convs"] == MATMUL_GRADIENT_CONVS
-    assert ("keras training, oneDNN filter gradient" in rows) == bool(MATMUL_GRADIENT_CONVS)
+    assert results["settings"]["speedups"] == list(parse_speedups("all"))
     assert expected <= set(rows)
     for row in rows.values():
         assert row["images_per_second"] > 0 and len(row["runs_images_per_second"]) == 1

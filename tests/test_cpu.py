@@ -1,5 +1,4 @@
-"""oneDNN is on after importing inception_keras first, off only when the user says so, and a late import warns;
-the CPU flags and the AVX2 test that picks CpuConv2D's filter gradient."""
+"""oneDNN is on after importing inception_keras first, off only when the user says so, and a late import warns; the CPU flags."""
 
 import os
 import subprocess
@@ -8,8 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from inception_keras import cpu
-from inception_keras.cpu import ONEDNN_VARIABLE, avx2_without_avx512, cpu_flags, on_x86, onednn_enabled
+from inception_keras.cpu import ONEDNN_VARIABLE, cpu_flags, on_x86, onednn_enabled
 
 ROOT = Path(__file__).parents[1]
 X86 = on_x86()
@@ -64,12 +62,3 @@ def test_cpu_flags_are_read_from_proc_cpuinfo():
         return
     line = next(line for line in path.read_text().splitlines() if line.startswith("flags"))
     assert cpu_flags() == set(line.split(":", 1)[1].split()) and ("sse2" in cpu_flags()) == X86
-
-
-@pytest.mark.parametrize("flags, x86, expected", [({"avx", "avx2", "fma"}, True, True),
-                                                  ({"avx2", "avx512f", "avx512_vnni"}, True, False),
-                                                  ({"avx"}, True, False), ({"avx2"}, False, False), (set(), True, False)])
-def test_avx2_without_avx512(monkeypatch, flags, x86, expected):
-    monkeypatch.setattr(cpu, "cpu_flags", lambda: flags)
-    monkeypatch.setattr(cpu, "on_x86", lambda: x86)
-    assert avx2_without_avx512() is expected

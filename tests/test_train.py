@@ -405,3 +405,27 @@ def test_resume_dot_names_the_run_folder_itself(tmp_path, monkeypatch):
     config = train_module.config_from_args(["--resume", "."])
     assert config.name == "interrupted" and config.output_dir == str(tmp_path / "runs")
     train_module.validate(config)
+
+
+FRESH_PREDICT = """
+import sys
+import keras, numpy as np
+model = keras.models.load_model(sys.argv[1])
+np.save(sys.argv[3], model.predict(np.load(sys.argv[2]), verbose=0))
+assert "inception_keras" not in sys.modules
+print(sorted({type(layer).__module__.split(".")[0] for layer in model.layers}))
+"""
+
+
+@pytest.mark.slow
+def test_a_bn_runs_inference_model_loads_without_the_package(tiny_run, tmp_path):
+    """Plain ``keras.models.load_model`` in a fresh process that never imports inception_keras."""
+    images = np.random.default_rng(3).uniform(0, 255, (4, 32, 32, 1)).astype("float32")
+    np.save(tmp_path / "images.npy", images)
+    done = subprocess.run([sys.executable, "-c", FRESH_PREDICT, str(tiny_run / "inference.keras"),
+                           str(tmp_path / "images.npy"), str(tmp_path / "predicted.npy")],
+                          capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip().splitlines()[-1] == "['keras']"
+    expected = keras.models.load_model(tiny_run / "inference.keras").predict(images, verbose=0)
+    np.testing.assert_allclose(np.load(tmp_path / "predicted.npy"), expected, rtol=1e-5, atol=1e-6)
