@@ -432,8 +432,8 @@ def make_deterministic() -> None:
     TensorFlow's op determinism fixes the kernels' reduction orders.  Grappler's
     arithmetic optimiser is turned off too: with it on, the epoch's total loss
     (``main + 0.3 aux1 + 0.3 aux2``) of the same tiny run differed in its last
-    float32 bit between processes in about 1 run in 6 (6 of 36 over three
-    sessions, the per-head losses and the weights identical); with it off, 0 of
+    float32 bit between processes in about 1 run in 6 (6 of 36 runs,
+    the per-head losses and the weights identical); with it off, 0 of
     20.  The training step was as fast either way within the host's noise
     (224 px and 32 px, BN variant, two processes each).
     """
