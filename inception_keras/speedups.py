@@ -34,7 +34,7 @@ from typing import Any, Iterable
 import keras
 import tensorflow as tf
 
-from .layers import LRN
+from .layers import LRN, window_sum
 
 SPEEDUPS = ("fused_batch_norm", "conv_bias", "xla_lrn", "compiled_updates")
 # Smallest epsilon TensorFlow's fused BatchNorm kernel accepts.
@@ -182,16 +182,6 @@ def lrn_backward(upstream, x, y, denominator, size: int, scale: float, beta: flo
     """
     return upstream * inverse_power(denominator, beta) - (2.0 * scale * beta) * x * window_sum(
         upstream * y / denominator, size)
-
-
-def window_sum(values, size: int):
-    """Sum of ``values`` over each channel's window of ``size`` channels, zero-padded at the edges."""
-    half, channels = size // 2, values.shape[-1]
-    padded = tf.pad(values, [[0, 0]] * (len(values.shape) - 1) + [[half, half]])
-    total = padded[..., :channels]
-    for offset in range(1, size):
-        total += padded[..., offset:offset + channels]
-    return total
 
 
 def inverse_power(base, beta: float):
